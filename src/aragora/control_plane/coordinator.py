@@ -1,0 +1,259 @@
+"""ControlPlaneCoordinator: the one facade over registry, scheduler and health.
+
+It owns the store connection and the background reaper. Use it as an async context
+manager (or ``create`` / ``close``)::
+
+    async with ControlPlaneCoordinator(ControlPlaneConfig(store_url="sqlite:///cp.db")) as cp:
+        await cp.register_agent("agent-1", ["debate"], model="m")
+        task_id = await cp.submit_task("debate", {"topic": "x"}, ["debate"])
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from types import TracebackType
+from typing import Any, Self
+
+from aragora.control_plane.config import ControlPlaneConfig
+from aragora.control_plane.errors import ControlPlaneError
+from aragora.control_plane.health import HealthMonitor
+from aragora.control_plane.models import (
+    AgentInfo,
+    AgentStatus,
+    BreakerInfo,
+    HeartbeatResult,
+    ReapReport,
+    Task,
+    TaskPriority,
+    TaskStatus,
+)
+from aragora.control_plane.registry import AgentRegistry
+from aragora.control_plane.scheduler import TaskScheduler
+from aragora.store import Store, TaskPage, create_store
+
+logger = logging.getLogger(__name__)
+
+
+class ControlPlaneCoordinator:
+    """High-level operations of the control plane (the API of ADR-009).
+
+    Every method that takes ``workspace_id`` acts only inside that workspace; another
+    workspace's task or agent is reported as not found.
+    """
+
+    def __init__(
+        self,
+        config: ControlPlaneConfig | None = None,
+        *,
+        store: Store | None = None,
+        run_reaper: bool = True,
+    ) -> None:
+        self.config = config or ControlPlaneConfig()
+        self.store = store or create_store(self.config)
+        self.registry = AgentRegistry(self.store, self.config)
+        self.scheduler = TaskScheduler(self.store, self.config)
+        self.health = HealthMonitor(self.store, self.config)
+        self._run_reaper = run_reaper
+        self._reaper: asyncio.Task[None] | None = None
+        self._started = False
+        self._closed = False
+
+    @classmethod
+    async def create(cls, config: ControlPlaneConfig | None = None, **kwargs: Any) -> Self:
+        coordinator = cls(config, **kwargs)
+        await coordinator.start()
+        return coordinator
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        await self.store.open()
+        self._started = True
+        if self._run_reaper:
+            self._reaper = asyncio.create_task(self._reap_forever(), name="aragora-reaper")
+
+    async def close(self) -> None:
+        """Stop the reaper and close the store. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self.health.mark_closing()
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+        if self._started:
+            await self.store.close()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- agents --------------------------------------------------------------------
+    async def register_agent(
+        self,
+        agent_id: str,
+        capabilities: list[str] | tuple[str, ...],
+        model: str,
+        *,
+        workspace_id: str = "default",
+        max_concurrent_tasks: int = 1,
+        metadata: dict[str, Any] | None = None,
+    ) -> AgentInfo:
+        return await self.registry.register(
+            agent_id,
+            capabilities,
+            model,
+            workspace_id=workspace_id,
+            max_concurrent_tasks=max_concurrent_tasks,
+            metadata=metadata,
+        )
+
+    async def heartbeat(
+        self, agent_id: str, *, status: AgentStatus | None = None, workspace_id: str = "default"
+    ) -> HeartbeatResult:
+        return await self.registry.heartbeat(agent_id, status=status, workspace_id=workspace_id)
+
+    async def deregister_agent(self, agent_id: str, *, workspace_id: str = "default") -> None:
+        await self.registry.deregister(agent_id, workspace_id=workspace_id)
+
+    async def get_agent(self, agent_id: str, *, workspace_id: str = "default") -> AgentInfo:
+        return await self.registry.get(agent_id, workspace_id=workspace_id)
+
+    async def list_agents(
+        self,
+        capability: str | None = None,
+        status: AgentStatus | None = None,
+        *,
+        workspace_id: str = "default",
+    ) -> list[AgentInfo]:
+        return await self.registry.list(capability=capability, status=status, workspace_id=workspace_id)
+
+    async def get_breaker(self, agent_id: str, *, workspace_id: str = "default") -> BreakerInfo:
+        return await self.health.breaker(agent_id, workspace_id=workspace_id)
+
+    # -- tasks ---------------------------------------------------------------------
+    async def submit_task(
+        self,
+        task_type: str,
+        payload: Any,
+        required_capabilities: list[str] | tuple[str, ...] = (),
+        priority: TaskPriority | str = TaskPriority.NORMAL,
+        *,
+        workspace_id: str = "default",
+        idempotency_key: str | None = None,
+        timeout_s: float | None = None,
+        max_retries: int | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> str:
+        """Queue a task and return its id (the first task's id for a repeated idempotency key)."""
+        task = await self.scheduler.submit(
+            task_type,
+            payload,
+            required_capabilities,
+            priority,
+            workspace_id=workspace_id,
+            idempotency_key=idempotency_key,
+            timeout_s=timeout_s,
+            max_retries=max_retries,
+            metadata=metadata,
+        )
+        return task.id
+
+    async def claim_task(
+        self, agent_id: str, *, wait_s: float = 0.0, workspace_id: str = "default"
+    ) -> Task | None:
+        return await self.scheduler.claim(agent_id, wait_s=wait_s, workspace_id=workspace_id)
+
+    async def complete_task(
+        self,
+        task_id: str,
+        result: Any,
+        *,
+        lease_token: str,
+        cost: float | None = None,
+        workspace_id: str = "default",
+    ) -> Task:
+        return await self.scheduler.complete(
+            task_id, result, lease_token=lease_token, cost=cost, workspace_id=workspace_id
+        )
+
+    async def fail_task(
+        self,
+        task_id: str,
+        error: str,
+        *,
+        lease_token: str,
+        retryable: bool = True,
+        workspace_id: str = "default",
+    ) -> Task:
+        return await self.scheduler.fail(
+            task_id, error, lease_token=lease_token, retryable=retryable, workspace_id=workspace_id
+        )
+
+    async def cancel_task(self, task_id: str, *, workspace_id: str = "default") -> Task:
+        return await self.scheduler.cancel(task_id, workspace_id=workspace_id)
+
+    async def retry_task(self, task_id: str, *, workspace_id: str = "default") -> Task:
+        return await self.scheduler.retry(task_id, workspace_id=workspace_id)
+
+    async def get_task(self, task_id: str, *, workspace_id: str = "default") -> Task:
+        return await self.scheduler.get(task_id, workspace_id=workspace_id)
+
+    async def list_tasks(
+        self,
+        status: TaskStatus | None = None,
+        *,
+        task_type: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+        workspace_id: str = "default",
+    ) -> TaskPage:
+        return await self.scheduler.list(
+            status=status, task_type=task_type, limit=limit, cursor=cursor, workspace_id=workspace_id
+        )
+
+    async def wait_for_task(
+        self, task_id: str, timeout: float, *, workspace_id: str = "default"
+    ) -> Task:
+        """The task once terminal, whatever its outcome; TimeoutError when the wait ends."""
+        return await self.scheduler.wait(task_id, timeout, workspace_id=workspace_id)
+
+    async def wait_for_result(
+        self, task_id: str, timeout: float, *, workspace_id: str = "default"
+    ) -> Any:
+        return await self.scheduler.wait_for_result(task_id, timeout, workspace_id=workspace_id)
+
+    # -- maintenance ---------------------------------------------------------------
+    async def reap(self) -> ReapReport:
+        """One reaping pass over every workspace; safe to run on many instances at once."""
+        total = ReapReport()
+        for workspace_id in await self.store.list_workspaces():
+            report = await self.store.reap(workspace_id)
+            total = ReapReport(
+                agents_offline=total.agents_offline + report.agents_offline,
+                tasks_requeued=total.tasks_requeued + report.tasks_requeued,
+                tasks_failed=total.tasks_failed + report.tasks_failed,
+                tasks_promoted=total.tasks_promoted + report.tasks_promoted,
+                tasks_expired=total.tasks_expired + report.tasks_expired,
+            )
+        return total
+
+    async def _reap_forever(self) -> None:
+        interval_s = self.config.effective_reap_interval_s
+        while True:
+            try:
+                await self.reap()
+            except ControlPlaneError:
+                logger.warning("reaping failed; will try again", exc_info=True)
+            await asyncio.sleep(interval_s)

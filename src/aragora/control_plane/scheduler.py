@@ -1,0 +1,232 @@
+"""TaskScheduler: submit, claim, complete, fail, cancel, retry and wait for tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import uuid
+from typing import Any
+
+from aragora.control_plane.config import ControlPlaneConfig
+from aragora.control_plane.errors import (
+    PayloadTooLargeError,
+    TaskCancelledError,
+    TaskFailedError,
+    ValidationError,
+)
+from aragora.control_plane.models import (
+    Task,
+    TaskPriority,
+    TaskStatus,
+    normalize_capabilities,
+    validate_name,
+    validate_workspace_id,
+)
+from aragora.store.base import NewTask, Store, TaskPage
+
+MAX_IDEMPOTENCY_KEY_LENGTH = 256
+MAX_ERROR_LENGTH = 8192
+MAX_LIST_LIMIT = 1000
+
+
+class TaskScheduler:
+    """Validates task operations and runs each as one store transition.
+
+    Waiting (``claim`` with ``wait_s``, ``wait_for_result``) registers with the store's
+    notifications before it reads, so a change between the read and the wait wakes it.
+    """
+
+    def __init__(self, store: Store, config: ControlPlaneConfig) -> None:
+        self._store = store
+        self._config = config
+
+    async def submit(
+        self,
+        task_type: str,
+        payload: Any,
+        required_capabilities: list[str] | tuple[str, ...] = (),
+        priority: TaskPriority | str = TaskPriority.NORMAL,
+        *,
+        workspace_id: str = "default",
+        idempotency_key: str | None = None,
+        timeout_s: float | None = None,
+        max_retries: int | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Task:
+        validate_workspace_id(workspace_id)
+        validate_name(task_type, "task_type")
+        caps = normalize_capabilities(required_capabilities, "required_capabilities")
+        prio = TaskPriority.parse(priority)
+        self.check_size("payload", payload)
+        if idempotency_key is not None and (
+            not isinstance(idempotency_key, str)
+            or not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY_LENGTH
+        ):
+            raise ValidationError(
+                "idempotency_key", f"must be a string of 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} characters"
+            )
+        timeout = self._config.task_timeout if timeout_s is None else timeout_s
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not (
+            0 < timeout <= 7 * 86_400 and math.isfinite(timeout)
+        ):
+            raise ValidationError("timeout_s", "must be a number of seconds above 0 and at most 7 days")
+        retries = self._config.max_task_retries if max_retries is None else max_retries
+        if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= 100:
+            raise ValidationError("max_retries", "must be an integer from 0 to 100")
+        if metadata is not None and not isinstance(metadata, dict):
+            raise ValidationError("metadata", "must be an object")
+        self.check_size("metadata", metadata or {})
+        new = NewTask(
+            id=uuid.uuid4().hex,
+            workspace_id=workspace_id,
+            task_type=task_type,
+            payload=payload,
+            priority=prio,
+            required_capabilities=caps,
+            timeout_s=float(timeout),
+            max_retries=retries,
+            idempotency_key=idempotency_key,
+            metadata=dict(metadata or {}),
+        )
+        task, _created = await self._store.submit(new)
+        return task
+
+    def check_size(self, field: str, value: Any) -> None:
+        """JSON-encodable and within ``max_payload_bytes``, else a ValidationError."""
+        try:
+            encoded = json.dumps(value, separators=(",", ":"), allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise ValidationError(field, f"must be JSON-encodable: {exc}") from None
+        size = len(encoded.encode())
+        if size > self._config.max_payload_bytes:
+            raise PayloadTooLargeError(field, size, self._config.max_payload_bytes)
+
+    async def claim(
+        self, agent_id: str, *, wait_s: float = 0.0, workspace_id: str = "default"
+    ) -> Task | None:
+        """Lease the best task the agent may run, waiting up to ``wait_s`` for one."""
+        validate_workspace_id(workspace_id)
+        validate_name(agent_id, "agent_id")
+        if not isinstance(wait_s, int | float) or not 0 <= wait_s <= 3600 or math.isnan(wait_s):
+            raise ValidationError("wait_s", "must be between 0 and 3600 seconds")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        async with self._store.watch_ready(workspace_id) as watch:
+            while True:
+                outcome = await self._store.claim(workspace_id, agent_id)
+                if outcome.task is not None:
+                    return outcome.task
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return None
+                if outcome.next_due_in_s is not None:
+                    remaining = min(remaining, max(outcome.next_due_in_s, 0.001))
+                await watch.wait(remaining)
+
+    async def complete(
+        self,
+        task_id: str,
+        result: Any,
+        *,
+        lease_token: str,
+        cost: float | None = None,
+        workspace_id: str = "default",
+    ) -> Task:
+        validate_workspace_id(workspace_id)
+        self._check_ids(task_id, lease_token)
+        self.check_size("result", result)
+        if cost is not None and (
+            isinstance(cost, bool) or not isinstance(cost, int | float) or not math.isfinite(cost) or cost < 0
+        ):
+            raise ValidationError("cost", "must be a finite number of 0 or more")
+        return await self._store.complete(
+            workspace_id, task_id, lease_token, result, None if cost is None else float(cost)
+        )
+
+    async def fail(
+        self,
+        task_id: str,
+        error: str,
+        *,
+        lease_token: str,
+        retryable: bool = True,
+        workspace_id: str = "default",
+    ) -> Task:
+        validate_workspace_id(workspace_id)
+        self._check_ids(task_id, lease_token)
+        if not isinstance(error, str):
+            raise ValidationError("error", "must be a string")
+        return await self._store.fail(
+            workspace_id, task_id, lease_token, error[:MAX_ERROR_LENGTH], bool(retryable)
+        )
+
+    async def cancel(self, task_id: str, *, workspace_id: str = "default") -> Task:
+        validate_workspace_id(workspace_id)
+        self._check_task_id(task_id)
+        return await self._store.cancel(workspace_id, task_id)
+
+    async def retry(self, task_id: str, *, workspace_id: str = "default") -> Task:
+        validate_workspace_id(workspace_id)
+        self._check_task_id(task_id)
+        return await self._store.retry(workspace_id, task_id)
+
+    async def get(self, task_id: str, *, workspace_id: str = "default") -> Task:
+        validate_workspace_id(workspace_id)
+        self._check_task_id(task_id)
+        return await self._store.get_task(workspace_id, task_id)
+
+    async def list(
+        self,
+        *,
+        status: TaskStatus | None = None,
+        task_type: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+        workspace_id: str = "default",
+    ) -> TaskPage:
+        validate_workspace_id(workspace_id)
+        if task_type is not None:
+            validate_name(task_type, "task_type")
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIST_LIMIT:
+            raise ValidationError("limit", f"must be an integer from 1 to {MAX_LIST_LIMIT}")
+        return await self._store.list_tasks(
+            workspace_id, status=status, task_type=task_type, limit=limit, cursor=cursor
+        )
+
+    async def wait(self, task_id: str, timeout_s: float, *, workspace_id: str = "default") -> Task:
+        """Wait until the task is terminal and return it; TimeoutError when the wait ends."""
+        validate_workspace_id(workspace_id)
+        self._check_task_id(task_id)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        async with self._store.watch_task(workspace_id, task_id) as watch:
+            while True:
+                task = await self._store.get_task(workspace_id, task_id)
+                if task.is_terminal:
+                    return task
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise TimeoutError(f"task {task_id!r} not finished within {timeout_s}s")
+                await watch.wait(remaining)
+
+    async def wait_for_result(
+        self, task_id: str, timeout: float, *, workspace_id: str = "default"
+    ) -> Any:
+        """The task's result; TaskFailedError, TaskCancelledError or TimeoutError otherwise."""
+        task = await self.wait(task_id, timeout, workspace_id=workspace_id)
+        if task.status is TaskStatus.COMPLETED:
+            return task.result
+        if task.status is TaskStatus.CANCELLED:
+            raise TaskCancelledError(task_id)
+        raise TaskFailedError(task_id, task.errors)
+
+    def _check_ids(self, task_id: str, lease_token: str) -> None:
+        self._check_task_id(task_id)
+        if not isinstance(lease_token, str) or not 0 < len(lease_token) <= 128:
+            raise ValidationError("lease_token", "must be a non-empty string")
+
+    @staticmethod
+    def _check_task_id(task_id: str) -> None:
+        if not isinstance(task_id, str) or not 0 < len(task_id) <= 128:
+            raise ValidationError("task_id", "must be a non-empty string of at most 128 characters")
