@@ -9,7 +9,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -128,3 +128,23 @@ class Clock:
 @pytest.fixture
 def clock(cp: ControlPlaneCoordinator) -> Clock:
     return Clock(cp)
+
+
+CoordinatorFactory = Callable[..., Awaitable[ControlPlaneCoordinator]]
+
+
+@pytest.fixture
+async def cp_factory(config: ControlPlaneConfig) -> AsyncIterator[CoordinatorFactory]:
+    """Open more coordinators on the same store as ``config`` (same file or key prefix),
+    optionally with other settings; all are closed at the end of the test."""
+    opened: list[ControlPlaneCoordinator] = []
+
+    async def factory(**overrides: object) -> ControlPlaneCoordinator:
+        coordinator = ControlPlaneCoordinator(config.replace(**overrides), run_reaper=False)
+        await coordinator.start()
+        opened.append(coordinator)
+        return coordinator
+
+    yield factory
+    for coordinator in opened:
+        await coordinator.close()

@@ -1,0 +1,564 @@
+"""RedisStore: the distributed store. Every transition is one Lua script.
+
+Scripts live in ``lua/`` as package files; each is sent as ``_lib.lua`` (shared rules,
+key layout and conventions, documented there) followed by the script body. All keys of
+a workspace share the hash tag ``{workspace_id}``, so the layout is Redis Cluster ready.
+Notifications travel over pub/sub: one pattern subscription per store object feeds an
+in-process hub that wakes waiting claims and result waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import logging
+import random
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from importlib import resources
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
+from redis.exceptions import RedisError
+
+from aragora.control_plane.config import ControlPlaneConfig
+from aragora.control_plane.errors import (
+    AgentNotFoundError,
+    InvalidStateError,
+    LeaseLostError,
+    StoreUnavailableError,
+    TaskCancelledError,
+    TaskNotFoundError,
+)
+from aragora.control_plane.models import (
+    AgentInfo,
+    AgentStatus,
+    AttemptError,
+    BreakerInfo,
+    BreakerState,
+    HeartbeatResult,
+    ReapReport,
+    Task,
+    TaskCounts,
+    TaskPriority,
+    TaskStatus,
+)
+from aragora.store.base import ClaimOutcome, NewTask, Store, TaskPage
+from aragora.store.notify import NotificationHub, Watch, ready_channel, task_channel
+from aragora.store.rules import BREAKER_BUCKETS, agent_status
+
+logger = logging.getLogger(__name__)
+
+_SCRIPT_NAMES = (
+    "submit",
+    "claim",
+    "complete",
+    "fail",
+    "cancel",
+    "retry",
+    "register",
+    "heartbeat",
+    "deregister",
+    "reap",
+)
+REAP_BATCH = 500
+
+
+def _load_script_source(name: str) -> str:
+    package = resources.files("aragora.store") / "lua"
+    lib = (package / "_lib.lua").read_text(encoding="utf-8")
+    body = (package / f"{name}.lua").read_text(encoding="utf-8")
+    return lib + "\n" + body
+
+
+def _ms_to_s(value: str | None) -> float | None:
+    if value is None or value == "":
+        return None
+    return int(value) / 1000
+
+
+def _pairs(flat: Sequence[Any]) -> dict[str, str]:
+    return {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)}
+
+
+class RedisStore(Store):
+    """Store on Redis (or Valkey). Safe to share between any number of processes."""
+
+    def __init__(self, config: ControlPlaneConfig, url: str) -> None:
+        super().__init__(config)
+        self._url = url
+        self._redis: aioredis.Redis | None = None
+        self._scripts: dict[str, AsyncScript] = {}
+        self._hub = NotificationHub()
+        self._listener: asyncio.Task[None] | None = None
+        self._subscribed = asyncio.Event()
+        self._known_workspaces: set[str] = set()
+        self._closed = False
+        self._settings = json.dumps(
+            {
+                "backoff_base_ms": config.retry_backoff_base_s * 1000,
+                "backoff_max_ms": config.retry_backoff_max_s * 1000,
+                "jitter": config.retry_jitter,
+                "br_window_ms": config.breaker_window_s * 1000,
+                "br_min_calls": config.breaker_min_calls,
+                "br_rate": config.breaker_error_rate,
+                "br_open_ms": config.breaker_open_s * 1000,
+                "br_half_max": config.breaker_half_open_max_calls,
+            }
+        )
+
+    # -- keys --------------------------------------------------------------------
+    def _base(self, workspace_id: str) -> str:
+        return f"{self.config.key_prefix}{{{workspace_id}}}:"
+
+    def _channel(self, workspace_id: str) -> str:
+        return f"{self.config.key_prefix}ev:{workspace_id}"
+
+    @property
+    def _workspaces_key(self) -> str:
+        return f"{self.config.key_prefix}workspaces"
+
+    # -- lifecycle ---------------------------------------------------------------
+    async def open(self) -> None:
+        if self._redis is not None:
+            return
+        self._redis = aioredis.Redis.from_url(
+            self._url, decode_responses=True, max_connections=self.config.redis_max_connections
+        )
+        for name in _SCRIPT_NAMES:
+            self._scripts[name] = self._redis.register_script(_load_script_source(name))
+        await self.ping()
+        self._listener = asyncio.create_task(self._listen(), name="aragora-redis-notify")
+        try:
+            await asyncio.wait_for(self._subscribed.wait(), timeout=10)
+        except TimeoutError:
+            await self.close()
+            raise StoreUnavailableError("could not subscribe to store notifications") from None
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+        if self._redis is not None:
+            await self._redis.aclose()
+
+    @property
+    def _client(self) -> aioredis.Redis:
+        if self._redis is None:
+            raise StoreUnavailableError("store is not open")
+        return self._redis
+
+    async def _call(self, operation: Callable[[], Awaitable[Any]]) -> Any:
+        """Run one Redis operation, translating driver errors at the boundary."""
+        try:
+            return await operation()
+        except RedisError as exc:
+            raise StoreUnavailableError(f"redis: {exc}") from exc
+        except OSError as exc:
+            raise StoreUnavailableError(f"redis: {exc}") from exc
+
+    async def ping(self) -> None:
+        await self._call(self._client.ping)
+
+    async def now(self) -> float:
+        seconds, micros = await self._call(self._client.time)
+        return float(seconds) + float(micros) / 1_000_000 + self.clock_offset_s
+
+    async def _run(self, name: str, workspace_id: str, *args: Any) -> Any:
+        argv = [
+            round(self.clock_offset_s * 1000),
+            self._channel(workspace_id),
+            self._settings,
+            random.randrange(1, 2**31),
+            *args,
+        ]
+        script = self._scripts[name]
+        return await self._call(lambda: script(keys=[self._base(workspace_id)], args=argv))
+
+    async def _remember_workspace(self, workspace_id: str) -> None:
+        if workspace_id not in self._known_workspaces:
+            await self._call(lambda: self._client.sadd(self._workspaces_key, workspace_id))
+            self._known_workspaces.add(workspace_id)
+
+    # -- notifications -------------------------------------------------------------
+    async def _listen(self) -> None:
+        pattern = f"{self.config.key_prefix}ev:*"
+        channel_prefix_len = len(self.config.key_prefix) + 3
+        backoff_s = 0.05
+        while True:
+            pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.psubscribe(pattern)
+                self._subscribed.set()
+                # Messages published while we were not subscribed are lost: re-check all.
+                self._hub.notify_all()
+                backoff_s = 0.05
+                async for message in pubsub.listen():
+                    if message.get("type") != "pmessage":
+                        continue
+                    workspace_id = message["channel"][channel_prefix_len:]
+                    data: str = message["data"]
+                    if data == "ready":
+                        self._hub.notify(ready_channel(workspace_id))
+                    elif data.startswith("done:"):
+                        self._hub.notify(task_channel(workspace_id, data[5:]))
+            except (RedisError, OSError):
+                logger.warning("store notifications lost; reconnecting in %.2fs", backoff_s)
+                await asyncio.sleep(backoff_s)
+                backoff_s = min(backoff_s * 2, 2.0)
+            finally:
+                with contextlib.suppress(RedisError, OSError):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    def watch_ready(self, workspace_id: str) -> AbstractAsyncContextManager[Watch]:
+        return self._hub.watch(ready_channel(workspace_id))
+
+    def watch_task(self, workspace_id: str, task_id: str) -> AbstractAsyncContextManager[Watch]:
+        return self._hub.watch(task_channel(workspace_id, task_id))
+
+    # -- decoding --------------------------------------------------------------------
+    @staticmethod
+    def _task(h: dict[str, str]) -> Task:
+        status = TaskStatus(h["status"])
+        result_raw = h.get("result", "")
+        cost_raw = h.get("cost", "")
+        return Task(
+            id=h["id"],
+            task_type=h["type"],
+            payload=json.loads(h["payload"]),
+            priority=TaskPriority.from_rank(int(h["prio"])),
+            status=status,
+            required_capabilities=tuple(c for c in h["caps"].split(",") if c),
+            workspace_id=h["ws"],
+            attempt=int(h["attempt"]),
+            max_retries=int(h["max_retries"]),
+            timeout_s=int(h["timeout_ms"]) / 1000,
+            created_at=int(h["created"]) / 1000,
+            lease_token=h.get("lease") or None,
+            agent_id=h.get("agent") or None,
+            result=json.loads(result_raw) if result_raw else None,
+            error=h.get("error") or None,
+            errors=tuple(AttemptError.from_dict(e) for e in json.loads(h.get("errors") or "[]")),
+            started_at=_ms_to_s(h.get("started")),
+            finished_at=_ms_to_s(h.get("finished")),
+            lease_expires_at=_ms_to_s(h.get("lease_exp")),
+            available_at=_ms_to_s(h.get("avail")),
+            idempotency_key=h.get("idem") or None,
+            metadata=json.loads(h.get("meta") or "{}"),
+            cost=float(cost_raw) if cost_raw else None,
+        )
+
+    @staticmethod
+    def _agent(h: dict[str, str], running: Sequence[str]) -> AgentInfo:
+        return AgentInfo(
+            agent_id=h["id"],
+            workspace_id=h["ws"],
+            capabilities=tuple(c for c in h["caps"].split(",") if c),
+            model=h["model"],
+            status=agent_status(h.get("offline") == "1", h.get("draining") == "1", len(running)),
+            max_concurrent_tasks=int(h["max"]),
+            running_task_ids=tuple(sorted(running)),
+            registered_at=int(h["registered"]) / 1000,
+            last_heartbeat_at=int(h["last_hb"]) / 1000,
+            metadata=json.loads(h.get("meta") or "{}"),
+        )
+
+    @staticmethod
+    def _raise_for(code: str, workspace_id: str, object_id: str) -> None:
+        if code == "task_not_found":
+            raise TaskNotFoundError(object_id)
+        if code == "agent_not_found":
+            raise AgentNotFoundError(object_id)
+        if code == "lease_lost":
+            raise LeaseLostError(object_id)
+        if code == "cancelled":
+            raise TaskCancelledError(object_id)
+        if code == "invalid_state":
+            raise InvalidStateError(f"task {object_id!r} is not in a state that allows this")
+        raise StoreUnavailableError(f"unexpected store answer {code!r}")
+
+    def _task_reply(self, reply: list[Any], workspace_id: str, task_id: str) -> Task:
+        if reply[0] == "err":
+            self._raise_for(reply[1], workspace_id, task_id)
+        return self._task(_pairs(reply[1]))
+
+    # -- tasks ---------------------------------------------------------------------
+    async def submit(self, task: NewTask) -> tuple[Task, bool]:
+        await self._remember_workspace(task.workspace_id)
+        payload_json = json.dumps(task.payload, separators=(",", ":"))
+        reply = await self._run(
+            "submit",
+            task.workspace_id,
+            task.id,
+            task.task_type,
+            payload_json,
+            task.priority.rank,
+            ",".join(task.required_capabilities),
+            round(task.timeout_s * 1000),
+            task.max_retries,
+            task.idempotency_key or "",
+            json.dumps(task.metadata, separators=(",", ":")),
+            task.workspace_id,
+        )
+        if reply[0] == "existing":
+            return self._task(_pairs(reply[1])), False
+        created = Task(
+            id=task.id,
+            task_type=task.task_type,
+            payload=task.payload,
+            priority=task.priority,
+            status=TaskStatus.PENDING,
+            required_capabilities=task.required_capabilities,
+            workspace_id=task.workspace_id,
+            attempt=0,
+            max_retries=task.max_retries,
+            timeout_s=round(task.timeout_s * 1000) / 1000,
+            created_at=int(reply[1]) / 1000,
+            idempotency_key=task.idempotency_key,
+            metadata=task.metadata,
+        )
+        return created, True
+
+    async def claim(self, workspace_id: str, agent_id: str) -> ClaimOutcome:
+        reply = await self._run("claim", workspace_id, agent_id, secrets.token_urlsafe(16))
+        if reply[0] == "err":
+            self._raise_for(reply[1], workspace_id, agent_id)
+        if reply[0] == "task":
+            return ClaimOutcome(self._task(_pairs(reply[1])))
+        due_ms = int(reply[1])
+        return ClaimOutcome(None, None if due_ms < 0 else due_ms / 1000)
+
+    async def complete(
+        self, workspace_id: str, task_id: str, lease_token: str, result: Any, cost: float | None
+    ) -> Task:
+        reply = await self._run(
+            "complete",
+            workspace_id,
+            task_id,
+            lease_token,
+            json.dumps(result, separators=(",", ":")),
+            "" if cost is None else repr(cost),
+        )
+        return self._task_reply(reply, workspace_id, task_id)
+
+    async def fail(
+        self, workspace_id: str, task_id: str, lease_token: str, error: str, retryable: bool
+    ) -> Task:
+        reply = await self._run(
+            "fail", workspace_id, task_id, lease_token, error, "1" if retryable else "0"
+        )
+        return self._task_reply(reply, workspace_id, task_id)
+
+    async def cancel(self, workspace_id: str, task_id: str) -> Task:
+        reply = await self._run("cancel", workspace_id, task_id)
+        return self._task_reply(reply, workspace_id, task_id)
+
+    async def retry(self, workspace_id: str, task_id: str) -> Task:
+        reply = await self._run("retry", workspace_id, task_id)
+        return self._task_reply(reply, workspace_id, task_id)
+
+    async def get_task(self, workspace_id: str, task_id: str) -> Task:
+        key = self._base(workspace_id) + "t:" + task_id
+        h: dict[str, str] = await self._call(lambda: self._client.hgetall(key))
+        if not h:
+            raise TaskNotFoundError(task_id)
+        return self._task(h)
+
+    async def _get_tasks(self, workspace_id: str, ids: Sequence[str]) -> list[Task]:
+        base = self._base(workspace_id)
+
+        async def fetch() -> list[dict[str, str]]:
+            pipe = self._client.pipeline(transaction=False)
+            for task_id in ids:
+                pipe.hgetall(base + "t:" + task_id)
+            rows: list[dict[str, str]] = await pipe.execute()
+            return rows
+
+        return [self._task(h) for h in await self._call(fetch) if h]
+
+    async def list_tasks(
+        self,
+        workspace_id: str,
+        *,
+        status: TaskStatus | None = None,
+        task_type: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> TaskPage:
+        index = self._base(workspace_id) + ("idx:" + status.value if status else "idx:all")
+        upper = f"({int(cursor)}" if cursor and cursor.isdigit() else "+inf"
+        found: list[Task] = []
+        while len(found) < limit:
+            batch = limit - len(found) if task_type is None else max(limit * 2, 50)
+            rows: list[tuple[str, float]] = await self._call(
+                functools.partial(
+                    self._client.zrevrangebyscore, index, upper, "-inf", start=0, num=batch,
+                    withscores=True,
+                )
+            )
+            if not rows:
+                return TaskPage(found, None)
+            for task in await self._get_tasks(workspace_id, [r[0] for r in rows]):
+                if task_type is None or task.task_type == task_type:
+                    found.append(task)
+            upper = f"({int(rows[-1][1])}"
+            if len(rows) < batch:
+                break
+        found = found[:limit]
+        if len(found) < limit:
+            return TaskPage(found, None)
+        seqs = await self._seq_of(workspace_id, found[-1].id)
+        return TaskPage(found, seqs)
+
+    async def _seq_of(self, workspace_id: str, task_id: str) -> str | None:
+        key = self._base(workspace_id) + "t:" + task_id
+        seq: str | None = await self._call(lambda: self._client.hget(key, "seq"))
+        return seq
+
+    async def counts(self, workspace_id: str) -> TaskCounts:
+        base = self._base(workspace_id)
+        now_ms = round((time.time() + self.clock_offset_s) * 1000)
+
+        async def fetch() -> list[int]:
+            pipe = self._client.pipeline(transaction=False)
+            for status in TaskStatus:
+                pipe.zcard(base + "idx:" + status.value)
+            pipe.zcount(base + "delayed", f"({now_ms}", "+inf")
+            values: list[int] = await pipe.execute()
+            return values
+
+        pending, running, completed, failed, cancelled, delayed = await self._call(fetch)
+        return TaskCounts(pending, delayed, running, completed, failed, cancelled)
+
+    # -- agents --------------------------------------------------------------------
+    async def register_agent(
+        self,
+        workspace_id: str,
+        agent_id: str,
+        capabilities: tuple[str, ...],
+        model: str,
+        max_concurrent_tasks: int,
+        metadata: dict[str, Any],
+    ) -> AgentInfo:
+        await self._remember_workspace(workspace_id)
+        reply = await self._run(
+            "register",
+            workspace_id,
+            agent_id,
+            ",".join(capabilities),
+            model,
+            max_concurrent_tasks,
+            json.dumps(metadata, separators=(",", ":")),
+            workspace_id,
+        )
+        return self._agent(_pairs(reply[1]), reply[2])
+
+    async def heartbeat(
+        self, workspace_id: str, agent_id: str, draining: bool | None
+    ) -> HeartbeatResult:
+        flag = "" if draining is None else ("1" if draining else "0")
+        reply = await self._run("heartbeat", workspace_id, agent_id, flag)
+        if reply[0] == "err":
+            self._raise_for(reply[1], workspace_id, agent_id)
+        return HeartbeatResult(self._agent(_pairs(reply[1]), reply[2]), tuple(sorted(reply[3])))
+
+    async def deregister_agent(self, workspace_id: str, agent_id: str) -> None:
+        reply = await self._run("deregister", workspace_id, agent_id)
+        if reply[0] == "err":
+            self._raise_for(reply[1], workspace_id, agent_id)
+
+    async def _get_agents(self, workspace_id: str, agent_ids: Sequence[str]) -> list[AgentInfo]:
+        base = self._base(workspace_id)
+
+        async def fetch() -> list[Any]:
+            pipe = self._client.pipeline(transaction=False)
+            for agent_id in agent_ids:
+                pipe.hgetall(base + "a:" + agent_id)
+                pipe.smembers(base + "at:" + agent_id)
+            rows: list[Any] = await pipe.execute()
+            return rows
+
+        rows = await self._call(fetch)
+        return [
+            self._agent(rows[i], list(rows[i + 1])) for i in range(0, len(rows), 2) if rows[i]
+        ]
+
+    async def get_agent(self, workspace_id: str, agent_id: str) -> AgentInfo:
+        agents = await self._get_agents(workspace_id, [agent_id])
+        if not agents:
+            raise AgentNotFoundError(agent_id)
+        return agents[0]
+
+    async def list_agents(
+        self,
+        workspace_id: str,
+        *,
+        capability: str | None = None,
+        status: AgentStatus | None = None,
+    ) -> list[AgentInfo]:
+        key = self._base(workspace_id) + "agentset"
+        ids: set[str] = await self._call(lambda: self._client.smembers(key))
+        agents = await self._get_agents(workspace_id, sorted(ids))
+        return [
+            a
+            for a in agents
+            if (capability is None or capability in a.capabilities)
+            and (status is None or a.status is status)
+        ]
+
+    async def get_breaker(self, workspace_id: str, agent_id: str) -> BreakerInfo:
+        key = self._base(workspace_id) + "br:" + agent_id
+        h: dict[str, str] = await self._call(lambda: self._client.hgetall(key))
+        now = await self.now()
+        bucket_s = self.config.breaker_window_s / BREAKER_BUCKETS
+        current = int(now // bucket_s)
+        calls = failures = 0
+        for name, value in h.items():
+            if name.startswith("s"):
+                index, c, f = (int(part) for part in value.split(":"))
+                if index > current - BREAKER_BUCKETS:
+                    calls += c
+                    failures += f
+        return BreakerInfo(
+            agent_id=agent_id,
+            state=BreakerState(h.get("state", "closed")),
+            calls=calls,
+            failures=failures,
+            opened_at=_ms_to_s(h.get("opened")),
+            half_open_in_flight=int(h.get("hin", "0")),
+        )
+
+    # -- maintenance ---------------------------------------------------------------
+    async def reap(self, workspace_id: str) -> ReapReport:
+        totals = [0, 0, 0, 0, 0]
+        while True:
+            reply = await self._run(
+                "reap",
+                workspace_id,
+                round(self.config.heartbeat_timeout * 1000),
+                round(self.config.result_ttl_s * 1000),
+                REAP_BATCH,
+            )
+            for i in range(5):
+                totals[i] += int(reply[i])
+            if not int(reply[5]):
+                break
+        return ReapReport(*totals)
+
+    async def list_workspaces(self) -> Sequence[str]:
+        members: set[str] = await self._call(lambda: self._client.smembers(self._workspaces_key))
+        return sorted(members)
+
+    async def iterate_keys(self) -> AsyncIterator[str]:
+        """Every key of this deployment (diagnostics and tests)."""
+        async for key in self._client.scan_iter(match=self.config.key_prefix + "*", count=1000):
+            yield key
