@@ -7,7 +7,6 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -44,22 +43,30 @@ def redis_url() -> Iterator[str]:
     port = _free_port()
     workdir = tempfile.mkdtemp(prefix="aragora-test-redis-")
     proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", workdir],
-        stdout=subprocess.DEVNULL,
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            workdir,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
-    url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
+    assert proc.stdout is not None
+    for line in proc.stdout:  # the server says when it accepts connections
+        if "Ready to accept connections" in line:
             break
-        except redis.ConnectionError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail("throw-away redis-server did not start")
-            time.sleep(0.02)  # noqa: sleep-ok (waiting for a child process to listen)
+    else:
+        pytest.fail("throw-away redis-server did not start")
+    proc.stdout.close()
+    url = f"redis://127.0.0.1:{port}/0"
     os.environ["ARAGORA_TEST_REDIS_URL"] = url
     try:
         yield url
@@ -75,7 +82,9 @@ def store_kind(request: pytest.FixtureRequest) -> str:
     return kind
 
 
-def make_config(kind: str, redis_url: str, tmp_path: Path, **overrides: object) -> ControlPlaneConfig:
+def make_config(
+    kind: str, redis_url: str, tmp_path: Path, **overrides: object
+) -> ControlPlaneConfig:
     """A config for one test: its own SQLite file or its own Redis key prefix."""
     if kind == "sqlite":
         base = ControlPlaneConfig(store_url=f"sqlite:///{tmp_path / 'state.db'}")

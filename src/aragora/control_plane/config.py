@@ -98,7 +98,9 @@ class ControlPlaneConfig:
         return dataclasses.replace(self, **changes)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> ControlPlaneConfig:
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, **overrides: Any
+    ) -> ControlPlaneConfig:
         """Read ``ARAGORA_<FIELD>`` for every field (e.g. ``ARAGORA_TASK_TIMEOUT``).
 
         Unset variables keep the default; ``overrides`` win over the environment.
@@ -129,5 +131,7 @@ def _parse_env_value(name: str, raw: str, hint: Any) -> Any:
         if hint is float:
             return float(raw)
     except ValueError:
-        raise ConfigError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not a valid {hint.__name__}") from None
+        raise ConfigError(
+            f"{ENV_PREFIX}{name.upper()}={raw!r} is not a valid {hint.__name__}"
+        ) from None
     return raw

@@ -137,7 +137,9 @@ class ControlPlaneCoordinator:
         *,
         workspace_id: str = "default",
     ) -> list[AgentInfo]:
-        return await self.registry.list(capability=capability, status=status, workspace_id=workspace_id)
+        return await self.registry.list(
+            capability=capability, status=status, workspace_id=workspace_id
+        )
 
     async def get_breaker(self, agent_id: str, *, workspace_id: str = "default") -> BreakerInfo:
         return await self.health.breaker(agent_id, workspace_id=workspace_id)
@@ -220,7 +222,11 @@ class ControlPlaneCoordinator:
         workspace_id: str = "default",
     ) -> TaskPage:
         return await self.scheduler.list(
-            status=status, task_type=task_type, limit=limit, cursor=cursor, workspace_id=workspace_id
+            status=status,
+            task_type=task_type,
+            limit=limit,
+            cursor=cursor,
+            workspace_id=workspace_id,
         )
 
     async def wait_for_task(

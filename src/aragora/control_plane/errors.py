@@ -106,6 +106,8 @@ class PayloadTooLargeError(ValidationError):
     """A payload or result is larger than ``max_payload_bytes``."""
 
     def __init__(self, field: str, size_bytes: int, limit_bytes: int) -> None:
-        super().__init__(field, f"is {size_bytes} bytes encoded, over the limit of {limit_bytes} bytes")
+        super().__init__(
+            field, f"is {size_bytes} bytes encoded, over the limit of {limit_bytes} bytes"
+        )
         self.size_bytes = size_bytes
         self.limit_bytes = limit_bytes

@@ -73,7 +73,9 @@ class HealthMonitor:
         except ControlPlaneError as exc:
             return HealthCheck("store", HealthStatus.FAIL, output=str(exc))
         latency_ms = (time.perf_counter() - started) * 1000
-        return HealthCheck("store", HealthStatus.PASS, observed_value=latency_ms, observed_unit="ms")
+        return HealthCheck(
+            "store", HealthStatus.PASS, observed_value=latency_ms, observed_unit="ms"
+        )
 
     async def report(self, *, workspace_id: str = "default") -> HealthReport:
         """Store readiness plus agent and queue figures of one workspace."""
@@ -92,7 +94,11 @@ class HealthMonitor:
                     HealthStatus.PASS,
                     observed_value=float(counts.pending),
                     observed_unit="tasks",
-                    details={"pending": counts.pending, "delayed": counts.delayed, "running": counts.running},
+                    details={
+                        "pending": counts.pending,
+                        "delayed": counts.delayed,
+                        "running": counts.running,
+                    },
                 )
             )
         worst = max((c.status for c in checks), key=_SEVERITY.__getitem__)

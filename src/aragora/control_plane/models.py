@@ -87,7 +87,12 @@ class AttemptError:
     at: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {"attempt": self.attempt, "error": self.error, "agent_id": self.agent_id, "at": self.at}
+        return {
+            "attempt": self.attempt,
+            "error": self.error,
+            "agent_id": self.agent_id,
+            "at": self.at,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AttemptError:
@@ -214,7 +219,8 @@ MAX_CAPABILITIES = 32
 def validate_workspace_id(value: str) -> str:
     if not isinstance(value, str) or not _WORKSPACE_RE.match(value):
         raise ValidationError(
-            "workspace_id", "must be 1-64 letters, digits, '_' or '-', starting with a letter or digit"
+            "workspace_id",
+            "must be 1-64 letters, digits, '_' or '-', starting with a letter or digit",
         )
     return value
 
@@ -227,7 +233,9 @@ def validate_name(value: object, field: str) -> str:
         raise ValidationError(field, f"must be at most {MAX_TASK_TYPE_LENGTH} characters")
     if not _NAME_RE.match(value):
         raise ValidationError(
-            field, "may hold only letters, digits and '_', '.', ':', '@', '-', starting with a letter or digit"
+            field,
+            "may hold only letters, digits and '_', '.', ':', '@', '-', "
+            "starting with a letter or digit",
         )
     return value
 

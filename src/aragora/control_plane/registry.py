@@ -64,7 +64,9 @@ class AgentRegistry:
         validate_workspace_id(workspace_id)
         validate_name(agent_id, "agent_id")
         if status is AgentStatus.OFFLINE:
-            raise ValidationError("status", "an agent goes offline by deregistering, not by heartbeat")
+            raise ValidationError(
+                "status", "an agent goes offline by deregistering, not by heartbeat"
+            )
         draining = None if status is None else status is AgentStatus.DRAINING
         return await self._store.heartbeat(workspace_id, agent_id, draining)
 

@@ -64,13 +64,18 @@ class TaskScheduler:
             or not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY_LENGTH
         ):
             raise ValidationError(
-                "idempotency_key", f"must be a string of 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} characters"
+                "idempotency_key",
+                f"must be a string of 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} characters",
             )
         timeout = self._config.task_timeout if timeout_s is None else timeout_s
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not (
-            0 < timeout <= 7 * 86_400 and math.isfinite(timeout)
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not (0 < timeout <= 7 * 86_400 and math.isfinite(timeout))
         ):
-            raise ValidationError("timeout_s", "must be a number of seconds above 0 and at most 7 days")
+            raise ValidationError(
+                "timeout_s", "must be a number of seconds above 0 and at most 7 days"
+            )
         retries = self._config.max_task_retries if max_retries is None else max_retries
         if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= 100:
             raise ValidationError("max_retries", "must be an integer from 0 to 100")
@@ -137,7 +142,10 @@ class TaskScheduler:
         self._check_ids(task_id, lease_token)
         self.check_size("result", result)
         if cost is not None and (
-            isinstance(cost, bool) or not isinstance(cost, int | float) or not math.isfinite(cost) or cost < 0
+            isinstance(cost, bool)
+            or not isinstance(cost, int | float)
+            or not math.isfinite(cost)
+            or cost < 0
         ):
             raise ValidationError("cost", "must be a finite number of 0 or more")
         return await self._store.complete(
@@ -188,7 +196,11 @@ class TaskScheduler:
         validate_workspace_id(workspace_id)
         if task_type is not None:
             validate_name(task_type, "task_type")
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIST_LIMIT:
+        if (
+            isinstance(limit, bool)
+            or not isinstance(limit, int)
+            or not 1 <= limit <= MAX_LIST_LIMIT
+        ):
             raise ValidationError("limit", f"must be an integer from 1 to {MAX_LIST_LIMIT}")
         return await self._store.list_tasks(
             workspace_id, status=status, task_type=task_type, limit=limit, cursor=cursor

@@ -401,7 +401,12 @@ class RedisStore(Store):
             batch = limit - len(found) if task_type is None else max(limit * 2, 50)
             rows: list[tuple[str, float]] = await self._call(
                 functools.partial(
-                    self._client.zrevrangebyscore, index, upper, "-inf", start=0, num=batch,
+                    self._client.zrevrangebyscore,
+                    index,
+                    upper,
+                    "-inf",
+                    start=0,
+                    num=batch,
                     withscores=True,
                 )
             )
@@ -488,9 +493,7 @@ class RedisStore(Store):
             return rows
 
         rows = await self._call(fetch)
-        return [
-            self._agent(rows[i], list(rows[i + 1])) for i in range(0, len(rows), 2) if rows[i]
-        ]
+        return [self._agent(rows[i], list(rows[i + 1])) for i in range(0, len(rows), 2) if rows[i]]
 
     async def get_agent(self, workspace_id: str, agent_id: str) -> AgentInfo:
         agents = await self._get_agents(workspace_id, [agent_id])
@@ -523,7 +526,7 @@ class RedisStore(Store):
         current = int(now // bucket_s)
         calls = failures = 0
         for name, value in h.items():
-            if name.startswith("s"):
+            if name.startswith("b") and name[1:].isdigit():
                 index, c, f = (int(part) for part in value.split(":"))
                 if index > current - BREAKER_BUCKETS:
                     calls += c

@@ -88,9 +88,7 @@ def breaker_peek(record: BreakerRecord, now: float, config: ControlPlaneConfig) 
 def breaker_record(record: BreakerRecord, ok: bool, now: float, config: ControlPlaneConfig) -> None:
     """Record the outcome of one attempt of the agent. Mutates ``record``."""
     current = _bucket(now, config)
-    record.buckets = {
-        i: cf for i, cf in record.buckets.items() if i > current - BREAKER_BUCKETS
-    }
+    record.buckets = {i: cf for i, cf in record.buckets.items() if i > current - BREAKER_BUCKETS}
     calls, failures = record.buckets.get(current, (0, 0))
     record.buckets[current] = (calls + 1, failures + (0 if ok else 1))
 

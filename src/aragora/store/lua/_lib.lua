@@ -28,7 +28,8 @@
 --   live             zset: agent id -> last heartbeat, agents not offline
 --   at:<agent>       set: task ids leased to the agent
 --   ac:<agent>       set: task ids cancelled while the agent ran them
---   br:<agent>       hash: the agent's circuit breaker (ring of window buckets)
+--   br:<agent>       hash: the agent's circuit breaker: state, opened, hin, hsucc and a
+--                    ring of window buckets b0..b9 = "<bucket index>:<calls>:<failures>"
 
 local B = KEYS[1]
 local CHANNEL = ARGV[2]
@@ -91,7 +92,7 @@ end
 
 local function br_window(agent, cur)
   local fields = {}
-  for i = 0, BR_SLOTS - 1 do fields[#fields + 1] = 's' .. i end
+  for i = 0, BR_SLOTS - 1 do fields[#fields + 1] = 'b' .. i end
   local vals = redis.call('HMGET', brkey(agent), unpack(fields))
   local calls, fails = 0, 0
   for i = 1, BR_SLOTS do
@@ -115,7 +116,7 @@ end
 local function br_record(agent, ok)
   local key = brkey(agent)
   local cur = br_bucket()
-  local slot = 's' .. (cur % BR_SLOTS)
+  local slot = 'b' .. (cur % BR_SLOTS)
   local c, f = 0, 0
   local v = redis.call('HGET', key, slot)
   if v then
