@@ -614,6 +614,23 @@ async def test_list_tasks_pages_newest_first_and_filters(cp: ControlPlaneCoordin
     assert len((await cp.list_tasks(TaskStatus.PENDING)).tasks) == 6
 
 
+async def test_a_cursor_the_store_did_not_issue_is_refused(cp: ControlPlaneCoordinator) -> None:
+    with pytest.raises(ValidationError) as raised:
+        await cp.list_tasks(cursor="not-a-cursor")
+    assert raised.value.field == "cursor"
+
+
+async def test_breaker_survives_deregistration(cp_factory: CoordinatorFactory) -> None:
+    cp = await cp_factory(breaker_min_calls=2, breaker_error_rate=0.5)
+    await cp.register_agent("a", [], model="m")
+    await _run_outcomes(cp, "a", "xx")
+    await cp.deregister_agent("a")
+    await cp.register_agent("a", [], model="m")
+    assert (await cp.get_breaker("a")).state is BreakerState.OPEN
+    await cp.submit_task("t", {})
+    assert await cp.claim_task("a") is None
+
+
 async def test_results_are_removed_after_their_ttl(
     cp_factory: CoordinatorFactory,
 ) -> None:

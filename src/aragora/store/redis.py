@@ -34,6 +34,7 @@ from aragora.control_plane.errors import (
     StoreUnavailableError,
     TaskCancelledError,
     TaskNotFoundError,
+    ValidationError,
 )
 from aragora.control_plane.models import (
     AgentInfo,
@@ -395,7 +396,9 @@ class RedisStore(Store):
         cursor: str | None = None,
     ) -> TaskPage:
         index = self._base(workspace_id) + ("idx:" + status.value if status else "idx:all")
-        upper = f"({int(cursor)}" if cursor and cursor.isdigit() else "+inf"
+        if cursor is not None and not (cursor.isdigit() and len(cursor) <= 19):
+            raise ValidationError("cursor", "is not a cursor returned by a previous page")
+        upper = f"({int(cursor)}" if cursor else "+inf"
         found: list[Task] = []
         while len(found) < limit:
             batch = limit - len(found) if task_type is None else max(limit * 2, 50)
