@@ -68,6 +68,7 @@ _SCRIPT_NAMES = (
     "reap",
 )
 REAP_BATCH = 500
+POOL_WAIT_S = 10.0
 
 
 def _load_script_source(name: str) -> str:
@@ -128,9 +129,15 @@ class RedisStore(Store):
     async def open(self) -> None:
         if self._redis is not None:
             return
-        self._redis = aioredis.Redis.from_url(
-            self._url, decode_responses=True, max_connections=self.config.redis_max_connections
+        # A blocking pool makes a burst of more concurrent calls than connections wait
+        # for a free connection instead of failing with "Too many connections".
+        pool = aioredis.BlockingConnectionPool.from_url(
+            self._url,
+            decode_responses=True,
+            max_connections=self.config.redis_max_connections,
+            timeout=POOL_WAIT_S,
         )
+        self._redis = aioredis.Redis.from_pool(pool)
         for name in _SCRIPT_NAMES:
             self._scripts[name] = self._redis.register_script(_load_script_source(name))
         await self.ping()
