@@ -174,6 +174,28 @@ class RedisStore(Store):
         except OSError as exc:
             raise StoreUnavailableError(f"redis: {exc}") from exc
 
+    # -- extensions ----------------------------------------------------------------
+    @property
+    def client(self) -> aioredis.Redis:
+        """The store's client (one pool per store) for extensions such as tenancy."""
+        return self._client
+
+    def workspace_key(self, workspace_id: str, suffix: str) -> str:
+        """A key in the workspace's hash slot: ``<prefix>{<workspace>}:<suffix>``."""
+        return self._base(workspace_id) + suffix
+
+    def global_key(self, suffix: str) -> str:
+        """A key outside every workspace: ``<prefix><suffix>``."""
+        return self.config.key_prefix + suffix
+
+    def clock_offset_ms(self) -> int:
+        """The test clock offset to pass to scripts that read ``TIME``."""
+        return round(self.clock_offset_s * 1000)
+
+    async def call(self, operation: Callable[[], Awaitable[Any]]) -> Any:
+        """Run one Redis operation, translating driver errors into StoreUnavailableError."""
+        return await self._call(operation)
+
     async def ping(self) -> None:
         await self._call(self._client.ping)
 

@@ -383,6 +383,26 @@ class SqliteStore(Store):
 
         return await self._run(job)
 
+    # -- extensions ----------------------------------------------------------------
+    async def ensure_schema(self, ddl: str) -> None:
+        """Create the tables of an extension (tenancy, policy, audit) if missing."""
+
+        def body(conn: sqlite3.Connection, _now: float) -> None:
+            for statement in ddl.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+
+        await self.transaction(body)
+
+    async def transaction(self, body: Callable[[sqlite3.Connection, float], _T]) -> _T:
+        """Run ``body(conn, now)`` as one ``BEGIN IMMEDIATE`` transaction on the store's
+        connection and worker thread, so extensions get the same atomicity and clock."""
+        return await self._write(lambda tx: body(tx.conn, tx.now))
+
+    async def snapshot(self, body: Callable[[sqlite3.Connection, float], _T]) -> _T:
+        """Run ``body(conn, now)`` in one read transaction (a consistent view)."""
+        return await self._read(body)
+
     def _announce(self, ready: set[str], done: set[tuple[str, str]]) -> None:
         for workspace_id in ready:
             self._hub.notify(ready_channel(workspace_id))

@@ -1,0 +1,1 @@
+"""Workspaces, API tokens, principals and quotas."""
