@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Self
 
@@ -22,12 +23,16 @@ from aragora.control_plane.health import HealthMonitor
 from aragora.control_plane.models import (
     AgentInfo,
     AgentStatus,
+    Alert,
     BreakerInfo,
     HeartbeatResult,
     ReapReport,
+    SpendReport,
     Task,
     TaskPriority,
     TaskStatus,
+    WorkspaceLimits,
+    validate_workspace_id,
 )
 from aragora.control_plane.registry import AgentRegistry
 from aragora.control_plane.scheduler import TaskScheduler
@@ -55,6 +60,8 @@ class ControlPlaneCoordinator:
         self.registry = AgentRegistry(self.store, self.config)
         self.scheduler = TaskScheduler(self.store, self.config)
         self.health = HealthMonitor(self.store, self.config)
+        self._alert_hooks: list[Callable[[Alert], None]] = []
+        self.store.add_alert_listener(self._on_alert)
         self._run_reaper = run_reaper
         self._reaper: asyncio.Task[None] | None = None
         self._started = False
@@ -157,8 +164,11 @@ class ControlPlaneCoordinator:
         timeout_s: float | None = None,
         max_retries: int | None = None,
         metadata: dict[str, Any] | None = None,
+        cost_estimate: float | None = None,
     ) -> str:
-        """Queue a task and return its id (the first task's id for a repeated idempotency key)."""
+        """Queue a task and return its id (the first task's id for a repeated idempotency key).
+
+        ``cost_estimate`` is reserved against the workspace budget until the task ends."""
         task = await self.scheduler.submit(
             task_type,
             payload,
@@ -169,6 +179,7 @@ class ControlPlaneCoordinator:
             timeout_s=timeout_s,
             max_retries=max_retries,
             metadata=metadata,
+            cost_estimate=cost_estimate,
         )
         return task.id
 
@@ -239,6 +250,36 @@ class ControlPlaneCoordinator:
         self, task_id: str, timeout: float, *, workspace_id: str = "default"
     ) -> Any:
         return await self.scheduler.wait_for_result(task_id, timeout, workspace_id=workspace_id)
+
+    # -- limits, budgets and alerts ----------------------------------------------------
+    async def set_workspace_limits(self, workspace_id: str, limits: WorkspaceLimits) -> None:
+        """Quotas and budget that every instance enforces inside the guarded transitions."""
+        validate_workspace_id(workspace_id)
+        await self.store.set_workspace_limits(workspace_id, limits)
+
+    async def get_workspace_limits(self, workspace_id: str) -> WorkspaceLimits:
+        validate_workspace_id(workspace_id)
+        return await self.store.get_workspace_limits(workspace_id)
+
+    async def get_spend(self, workspace_id: str = "default") -> SpendReport:
+        """Reserved and spent cost of the current budget period, by task type and model."""
+        validate_workspace_id(workspace_id)
+        return await self.store.get_spend(workspace_id)
+
+    def add_alert_hook(self, hook: Callable[[Alert], None]) -> None:
+        """Call ``hook`` for every alert raised through this coordinator (e.g. budget soft
+        limit reached). Alerts are always logged too."""
+        self._alert_hooks.append(hook)
+
+    def _on_alert(self, alert: Alert) -> None:
+        logger.warning(
+            "alert %s in workspace %s: %s", alert.kind, alert.workspace_id, alert.details
+        )
+        for hook in self._alert_hooks:
+            try:
+                hook(alert)
+            except Exception:
+                logger.exception("alert hook %r failed", hook)
 
     # -- maintenance ---------------------------------------------------------------
     async def reap(self) -> ReapReport:

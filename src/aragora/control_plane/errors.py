@@ -13,6 +13,8 @@ errors of Redis and SQLite are translated at the store boundary into
     ├── ConflictError              the request does not fit the object's current state
     │   ├── LeaseLostError         stale or wrong lease token: the attempt is no longer yours
     │   └── InvalidStateError      e.g. retry of a task that is not FAILED
+    ├── QuotaExceededError         a workspace limit (agents, pending, running, payload) is reached
+    ├── BudgetExceededError        the workspace's budget for the period cannot cover the task
     ├── TaskFailedError            wait_for_result: the task ended FAILED (carries every error)
     ├── TaskCancelledError         wait_for_result / complete / fail: the task was cancelled
     ├── StoreUnavailableError      the store could not be reached or answered with an error
@@ -111,3 +113,25 @@ class PayloadTooLargeError(ValidationError):
         )
         self.size_bytes = size_bytes
         self.limit_bytes = limit_bytes
+
+
+class QuotaExceededError(ControlPlaneError):
+    """A workspace limit is reached; nothing was written."""
+
+    def __init__(self, quota: str, limit: float, current: float) -> None:
+        super().__init__(f"quota {quota} reached: limit {limit:g}, current {current:g}")
+        self.quota = quota
+        self.limit = limit
+        self.current = current
+
+
+class BudgetExceededError(ControlPlaneError):
+    """The workspace's budget for the current period cannot cover the task's estimate."""
+
+    def __init__(self, limit: float, used: float, estimate: float) -> None:
+        super().__init__(
+            f"budget exceeded: limit {limit:g}, spent and reserved {used:g}, estimate {estimate:g}"
+        )
+        self.limit = limit
+        self.used = used
+        self.estimate = estimate

@@ -137,6 +137,7 @@ class Task:
     idempotency_key: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     cost: float | None = None
+    cost_estimate: float | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -208,6 +209,50 @@ class ReapReport:
     tasks_failed: int = 0
     tasks_promoted: int = 0
     tasks_expired: int = 0
+
+
+class BudgetPeriod(StrEnum):
+    DAILY = "daily"
+    MONTHLY = "monthly"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkspaceLimits:
+    """Limits the store enforces inside the transition they guard; ``None`` is unlimited.
+
+    ``budget`` caps spent plus reserved cost per ``budget_period`` (UTC day or month);
+    crossing ``budget_soft_ratio`` of it raises a ``budget.soft_limit`` alert once a period.
+    """
+
+    max_agents: int | None = None
+    max_pending_tasks: int | None = None
+    max_running_tasks: int | None = None
+    max_payload_bytes: int | None = None
+    budget: float | None = None
+    budget_period: BudgetPeriod = BudgetPeriod.MONTHLY
+    budget_soft_ratio: float = 0.8
+
+
+@dataclass(frozen=True, slots=True)
+class SpendReport:
+    """Cost of a workspace in one budget period, in total and by task type and agent model."""
+
+    period: str
+    budget: float | None
+    reserved: float
+    spent: float
+    by_task_type: dict[str, float]
+    by_model: dict[str, float]
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """Something an operator should hear about, raised by a store transition."""
+
+    kind: str
+    workspace_id: str
+    at: float
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")

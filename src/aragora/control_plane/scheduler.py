@@ -53,12 +53,15 @@ class TaskScheduler:
         timeout_s: float | None = None,
         max_retries: int | None = None,
         metadata: dict[str, Any] | None = None,
+        cost_estimate: float | None = None,
     ) -> Task:
         validate_workspace_id(workspace_id)
         validate_name(task_type, "task_type")
         caps = normalize_capabilities(required_capabilities, "required_capabilities")
         prio = TaskPriority.parse(priority)
-        self.check_size("payload", payload)
+        payload_bytes = self.check_size("payload", payload)
+        if cost_estimate is not None and not _is_cost(cost_estimate):
+            raise ValidationError("cost_estimate", "must be a finite number of 0 or more")
         if idempotency_key is not None and (
             not isinstance(idempotency_key, str)
             or not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY_LENGTH
@@ -93,12 +96,15 @@ class TaskScheduler:
             max_retries=retries,
             idempotency_key=idempotency_key,
             metadata=dict(metadata or {}),
+            payload_bytes=payload_bytes,
+            cost_estimate=None if cost_estimate is None else float(cost_estimate),
         )
         task, _created = await self._store.submit(new)
         return task
 
-    def check_size(self, field: str, value: Any) -> None:
-        """JSON-encodable and within ``max_payload_bytes``, else a ValidationError."""
+    def check_size(self, field: str, value: Any) -> int:
+        """Encoded size in bytes if JSON-encodable and within ``max_payload_bytes``,
+        else a ValidationError."""
         try:
             encoded = json.dumps(value, separators=(",", ":"), allow_nan=False)
         except (TypeError, ValueError) as exc:
@@ -106,6 +112,7 @@ class TaskScheduler:
         size = len(encoded.encode())
         if size > self._config.max_payload_bytes:
             raise PayloadTooLargeError(field, size, self._config.max_payload_bytes)
+        return size
 
     async def claim(
         self, agent_id: str, *, wait_s: float = 0.0, workspace_id: str = "default"
@@ -242,3 +249,12 @@ class TaskScheduler:
     def _check_task_id(task_id: str) -> None:
         if not isinstance(task_id, str) or not 0 < len(task_id) <= 128:
             raise ValidationError("task_id", "must be a non-empty string of at most 128 characters")
+
+
+def _is_cost(value: object) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value >= 0
+    )

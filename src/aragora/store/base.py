@@ -41,6 +41,21 @@ OFFLINE agent back, sets or clears DRAINING, and returns (and forgets) the ids o
 tasks cancelled while running. ``deregister_agent`` removes the agent and sends its
 tasks through the failed-attempt path ("agent deregistered").
 
+Limits (``set_workspace_limits``), enforced inside the guarded transition so they hold
+across instances: ``submit`` refuses (``QuotaExceededError``) a payload over
+``max_payload_bytes`` (``NewTask.payload_bytes``, the plaintext JSON size) and a task
+beyond ``max_pending_tasks`` (pending incl. delayed); ``register_agent`` refuses a new
+agent beyond ``max_agents``; ``claim`` gives nothing while ``max_running_tasks`` tasks run.
+
+Budget. ``submit`` reserves ``cost_estimate`` in the current period (``rules.
+budget_period_key``) and refuses (``BudgetExceededError``) when spent + reserved + the
+estimate would pass ``budget``, or spent + reserved already reached it. ``complete``
+settles: the reservation is returned and the reported cost (the estimate when none is
+reported) is added to the period's spend, by task type and by the agent's model. A task
+that ends FAILED or CANCELLED returns its reservation. A reservation ends with its task
+or with its period. Crossing ``budget_soft_ratio`` raises one ``budget.soft_limit`` alert
+per period through ``add_alert_listener``.
+
 Reap (idempotent, safe on many instances at once): agents whose last heartbeat is
 older than ``heartbeat_timeout`` become OFFLINE and their tasks go through the
 failed-attempt path ("agent offline"); running tasks past ``lease_expires_at`` too
@@ -58,7 +73,7 @@ Clock. Every time decision uses ``now()``: the store's own clock plus
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -68,13 +83,16 @@ from aragora.control_plane.config import ControlPlaneConfig
 from aragora.control_plane.models import (
     AgentInfo,
     AgentStatus,
+    Alert,
     BreakerInfo,
     HeartbeatResult,
     ReapReport,
+    SpendReport,
     Task,
     TaskCounts,
     TaskPriority,
     TaskStatus,
+    WorkspaceLimits,
 )
 from aragora.store.notify import Watch
 
@@ -93,6 +111,8 @@ class NewTask:
     max_retries: int
     idempotency_key: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    payload_bytes: int = 0
+    cost_estimate: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +135,16 @@ class Store(abc.ABC):
     def __init__(self, config: ControlPlaneConfig) -> None:
         self.config = config
         self._clock_offset_s = 0.0
+        self._alert_listeners: list[Callable[[Alert], None]] = []
+
+    # -- alerts --------------------------------------------------------------------
+    def add_alert_listener(self, listener: Callable[[Alert], None]) -> None:
+        """Call ``listener`` with every alert a transition of this store object raises."""
+        self._alert_listeners.append(listener)
+
+    def _emit(self, alert: Alert) -> None:
+        for listener in self._alert_listeners:
+            listener(alert)
 
     # -- lifecycle -----------------------------------------------------------------
     @abc.abstractmethod
@@ -233,6 +263,18 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def get_breaker(self, workspace_id: str, agent_id: str) -> BreakerInfo: ...
+
+    # -- limits and spend ----------------------------------------------------------
+    @abc.abstractmethod
+    async def set_workspace_limits(self, workspace_id: str, limits: WorkspaceLimits) -> None:
+        """Replace the limits the store enforces for the workspace."""
+
+    @abc.abstractmethod
+    async def get_workspace_limits(self, workspace_id: str) -> WorkspaceLimits: ...
+
+    @abc.abstractmethod
+    async def get_spend(self, workspace_id: str) -> SpendReport:
+        """Spend of the current budget period."""
 
     # -- maintenance ---------------------------------------------------------------
     @abc.abstractmethod

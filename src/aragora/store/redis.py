@@ -29,8 +29,10 @@ from redis.exceptions import RedisError
 from aragora.control_plane.config import ControlPlaneConfig
 from aragora.control_plane.errors import (
     AgentNotFoundError,
+    BudgetExceededError,
     InvalidStateError,
     LeaseLostError,
+    QuotaExceededError,
     StoreUnavailableError,
     TaskCancelledError,
     TaskNotFoundError,
@@ -39,19 +41,23 @@ from aragora.control_plane.errors import (
 from aragora.control_plane.models import (
     AgentInfo,
     AgentStatus,
+    Alert,
     AttemptError,
     BreakerInfo,
     BreakerState,
+    BudgetPeriod,
     HeartbeatResult,
     ReapReport,
+    SpendReport,
     Task,
     TaskCounts,
     TaskPriority,
     TaskStatus,
+    WorkspaceLimits,
 )
 from aragora.store.base import ClaimOutcome, NewTask, Store, TaskPage
 from aragora.store.notify import NotificationHub, Watch, ready_channel, task_channel
-from aragora.store.rules import BREAKER_BUCKETS, agent_status
+from aragora.store.rules import BREAKER_BUCKETS, agent_status, budget_period_key
 
 logger = logging.getLogger(__name__)
 
@@ -285,6 +291,7 @@ class RedisStore(Store):
             idempotency_key=h.get("idem") or None,
             metadata=json.loads(h.get("meta") or "{}"),
             cost=float(cost_raw) if cost_raw else None,
+            cost_estimate=float(h["est"]) if h.get("est") else None,
         )
 
     @staticmethod
@@ -321,6 +328,29 @@ class RedisStore(Store):
             self._raise_for(reply[1], workspace_id, task_id)
         return self._task(_pairs(reply[1]))
 
+    @staticmethod
+    def _raise_limit(reply: list[Any]) -> None:
+        if reply[1] == "quota":
+            raise QuotaExceededError(reply[2], float(reply[3]), float(reply[4]))
+        if reply[1] == "budget":
+            raise BudgetExceededError(float(reply[2]), float(reply[3]), float(reply[4]))
+
+    async def _soft_limit_alert(self, workspace_id: str) -> None:
+        report = await self.get_spend(workspace_id)
+        self._emit(
+            Alert(
+                kind="budget.soft_limit",
+                workspace_id=workspace_id,
+                at=await self.now(),
+                details={
+                    "period": report.period,
+                    "budget": report.budget,
+                    "spent": report.spent,
+                    "reserved": report.reserved,
+                },
+            )
+        )
+
     # -- tasks ---------------------------------------------------------------------
     async def submit(self, task: NewTask) -> tuple[Task, bool]:
         await self._remember_workspace(task.workspace_id)
@@ -338,9 +368,15 @@ class RedisStore(Store):
             task.idempotency_key or "",
             json.dumps(task.metadata, separators=(",", ":")),
             task.workspace_id,
+            task.payload_bytes,
+            "" if task.cost_estimate is None else repr(task.cost_estimate),
         )
+        if reply[0] == "err":
+            self._raise_limit(reply)
         if reply[0] == "existing":
             return self._task(_pairs(reply[1])), False
+        if int(reply[2]):
+            await self._soft_limit_alert(task.workspace_id)
         created = Task(
             id=task.id,
             task_type=task.task_type,
@@ -355,6 +391,7 @@ class RedisStore(Store):
             created_at=int(reply[1]) / 1000,
             idempotency_key=task.idempotency_key,
             metadata=task.metadata,
+            cost_estimate=task.cost_estimate,
         )
         return created, True
 
@@ -378,7 +415,10 @@ class RedisStore(Store):
             json.dumps(result, separators=(",", ":")),
             "" if cost is None else repr(cost),
         )
-        return self._task_reply(reply, workspace_id, task_id)
+        task = self._task_reply(reply, workspace_id, task_id)
+        if int(reply[2]):
+            await self._soft_limit_alert(workspace_id)
+        return task
 
     async def fail(
         self, workspace_id: str, task_id: str, lease_token: str, error: str, retryable: bool
@@ -497,6 +537,8 @@ class RedisStore(Store):
             json.dumps(metadata, separators=(",", ":")),
             workspace_id,
         )
+        if reply[0] == "err":
+            self._raise_limit(reply)
         return self._agent(_pairs(reply[1]), reply[2])
 
     async def heartbeat(
@@ -570,6 +612,68 @@ class RedisStore(Store):
             failures=failures,
             opened_at=_ms_to_s(h.get("opened")),
             half_open_in_flight=int(h.get("hin", "0")),
+        )
+
+    # -- limits and spend ----------------------------------------------------------
+    async def set_workspace_limits(self, workspace_id: str, limits: WorkspaceLimits) -> None:
+        await self._remember_workspace(workspace_id)
+        fields = {
+            "max_agents": limits.max_agents,
+            "max_pending": limits.max_pending_tasks,
+            "max_running": limits.max_running_tasks,
+            "max_payload": limits.max_payload_bytes,
+            "budget": None if limits.budget is None else repr(limits.budget),
+            "period": limits.budget_period.value,
+            "soft": repr(limits.budget_soft_ratio),
+        }
+        key = self._base(workspace_id) + "limits"
+
+        async def write() -> None:
+            pipe = self._client.pipeline(transaction=True)
+            pipe.delete(key)
+            pipe.hset(key, mapping={k: v for k, v in fields.items() if v is not None})
+            await pipe.execute()
+
+        await self._call(write)
+
+    async def get_workspace_limits(self, workspace_id: str) -> WorkspaceLimits:
+        key = self._base(workspace_id) + "limits"
+        h: dict[str, str] = await self._call(lambda: self._client.hgetall(key))
+
+        def number(name: str) -> int | None:
+            return int(h[name]) if name in h else None
+
+        return WorkspaceLimits(
+            max_agents=number("max_agents"),
+            max_pending_tasks=number("max_pending"),
+            max_running_tasks=number("max_running"),
+            max_payload_bytes=number("max_payload"),
+            budget=float(h["budget"]) if "budget" in h else None,
+            budget_period=BudgetPeriod(h.get("period", BudgetPeriod.MONTHLY.value)),
+            budget_soft_ratio=float(h.get("soft", "0.8")),
+        )
+
+    async def get_spend(self, workspace_id: str) -> SpendReport:
+        limits = await self.get_workspace_limits(workspace_id)
+        period = budget_period_key(await self.now(), limits.budget_period.value)
+        key = self._base(workspace_id) + "spend:" + period
+
+        async def fetch() -> list[dict[str, str]]:
+            pipe = self._client.pipeline(transaction=False)
+            pipe.hgetall(key)
+            pipe.hgetall(key + ":type")
+            pipe.hgetall(key + ":model")
+            rows: list[dict[str, str]] = await pipe.execute()
+            return rows
+
+        totals, by_type, by_model = await self._call(fetch)
+        return SpendReport(
+            period=period,
+            budget=limits.budget,
+            reserved=max(float(totals.get("reserved", 0)), 0.0),
+            spent=float(totals.get("spent", 0)),
+            by_task_type={k: float(v) for k, v in by_type.items()},
+            by_model={k: float(v) for k, v in by_model.items()},
         )
 
     # -- maintenance ---------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from aragora.control_plane.config import ControlPlaneConfig
 from aragora.control_plane.models import AgentStatus, BreakerState
@@ -25,6 +26,14 @@ def retry_delay_s(attempt: int, config: ControlPlaneConfig, random_unit: float) 
     exponent = min(max(attempt - 1, 0), 62)
     delay = min(config.retry_backoff_max_s, config.retry_backoff_base_s * (2.0**exponent))
     return delay * (1.0 - config.retry_jitter * random_unit)
+
+
+def budget_period_key(now: float, period: str) -> str:
+    """``d<days since epoch>`` for a UTC day, ``m<YYYYMM>`` for a UTC month."""
+    if period == "daily":
+        return f"d{math.floor(now / 86400)}"
+    moment = datetime.fromtimestamp(now, UTC)
+    return f"m{moment.year:04d}{moment.month:02d}"
 
 
 def agent_status(offline: bool, draining: bool, running: int) -> AgentStatus:

@@ -56,8 +56,10 @@ from typing import Any, TypeVar
 from aragora.control_plane.config import ControlPlaneConfig
 from aragora.control_plane.errors import (
     AgentNotFoundError,
+    BudgetExceededError,
     InvalidStateError,
     LeaseLostError,
+    QuotaExceededError,
     StoreUnavailableError,
     TaskCancelledError,
     TaskNotFoundError,
@@ -66,15 +68,19 @@ from aragora.control_plane.errors import (
 from aragora.control_plane.models import (
     AgentInfo,
     AgentStatus,
+    Alert,
     AttemptError,
     BreakerInfo,
     BreakerState,
+    BudgetPeriod,
     HeartbeatResult,
     ReapReport,
+    SpendReport,
     Task,
     TaskCounts,
     TaskPriority,
     TaskStatus,
+    WorkspaceLimits,
 )
 from aragora.store.base import ClaimOutcome, NewTask, Store, TaskPage
 from aragora.store.notify import NotificationHub, Watch, ready_channel, task_channel
@@ -85,6 +91,7 @@ from aragora.store.rules import (
     breaker_peek,
     breaker_record,
     breaker_release,
+    budget_period_key,
     retry_delay_s,
 )
 
@@ -126,6 +133,9 @@ CREATE TABLE IF NOT EXISTS tasks (
     idempotency_key TEXT,
     metadata TEXT NOT NULL,
     cost REAL,
+    cost_estimate REAL,
+    reserved REAL NOT NULL DEFAULT 0,
+    budget_period TEXT,
     PRIMARY KEY (workspace_id, id)
 );
 CREATE UNIQUE INDEX IF NOT EXISTS tasks_by_seq ON tasks (workspace_id, seq);
@@ -175,6 +185,35 @@ CREATE TABLE IF NOT EXISTS breakers (
     PRIMARY KEY (workspace_id, agent_id)
 ) WITHOUT ROWID;
 
+CREATE TABLE IF NOT EXISTS workspace_limits (
+    workspace_id TEXT PRIMARY KEY,
+    max_agents INTEGER,
+    max_pending_tasks INTEGER,
+    max_running_tasks INTEGER,
+    max_payload_bytes INTEGER,
+    budget REAL,
+    budget_period TEXT NOT NULL DEFAULT 'monthly',
+    budget_soft_ratio REAL NOT NULL DEFAULT 0.8
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS spend (
+    workspace_id TEXT NOT NULL,
+    period TEXT NOT NULL,
+    reserved REAL NOT NULL DEFAULT 0,
+    spent REAL NOT NULL DEFAULT 0,
+    soft_alerted INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (workspace_id, period)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS spend_breakdown (
+    workspace_id TEXT NOT NULL,
+    period TEXT NOT NULL,
+    dimension TEXT NOT NULL,
+    name TEXT NOT NULL,
+    amount REAL NOT NULL DEFAULT 0,
+    PRIMARY KEY (workspace_id, period, dimension, name)
+) WITHOUT ROWID;
+
 CREATE TABLE IF NOT EXISTS cancel_notices (
     id INTEGER PRIMARY KEY,
     workspace_id TEXT NOT NULL,
@@ -191,7 +230,7 @@ _TASK_COLUMNS = (
     "workspace_id, id, seq, task_type, payload, priority_rank, status, capset, attempt,"
     " attempts_allowed, max_retries, timeout_s, created_at, lease_token, agent_id, result,"
     " error, errors, started_at, finished_at, lease_expires_at, available_at,"
-    " idempotency_key, metadata, cost"
+    " idempotency_key, metadata, cost, cost_estimate"
 )
 _AGENT_COLUMNS = (
     "workspace_id, agent_id, capabilities, model, max_concurrent_tasks, registered_at,"
@@ -208,6 +247,7 @@ class _Tx:
     now: float
     ready: set[str] = field(default_factory=set)
     done: set[tuple[str, str]] = field(default_factory=set)
+    alerts: list[Alert] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -360,9 +400,9 @@ class SqliteStore(Store):
             except BaseException:
                 _rollback(conn)
                 raise
-            if tx.ready or tx.done:
+            if tx.ready or tx.done or tx.alerts:
                 with contextlib.suppress(RuntimeError):  # the loop is already closed
-                    loop.call_soon_threadsafe(self._announce, tx.ready, tx.done)
+                    loop.call_soon_threadsafe(self._announce, tx.ready, tx.done, tx.alerts)
             return result
 
         return await self._run(job)
@@ -382,6 +422,57 @@ class SqliteStore(Store):
             return result
 
         return await self._run(job)
+
+    # -- limits and spend ----------------------------------------------------------
+    async def set_workspace_limits(self, workspace_id: str, limits: WorkspaceLimits) -> None:
+        def body(conn: sqlite3.Connection, _now: float) -> None:
+            _touch_workspace(conn, workspace_id)
+            conn.execute(
+                "INSERT OR REPLACE INTO workspace_limits (workspace_id, max_agents,"
+                " max_pending_tasks, max_running_tasks, max_payload_bytes, budget,"
+                " budget_period, budget_soft_ratio) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    workspace_id,
+                    limits.max_agents,
+                    limits.max_pending_tasks,
+                    limits.max_running_tasks,
+                    limits.max_payload_bytes,
+                    limits.budget,
+                    limits.budget_period.value,
+                    limits.budget_soft_ratio,
+                ),
+            )
+
+        await self.transaction(body)
+
+    async def get_workspace_limits(self, workspace_id: str) -> WorkspaceLimits:
+        return await self._read(lambda conn, _now: _limits(conn, workspace_id))
+
+    async def get_spend(self, workspace_id: str) -> SpendReport:
+        def body(conn: sqlite3.Connection, now: float) -> SpendReport:
+            limits = _limits(conn, workspace_id)
+            period = budget_period_key(now, limits.budget_period.value)
+            row = conn.execute(
+                "SELECT reserved, spent FROM spend WHERE workspace_id = ? AND period = ?",
+                (workspace_id, period),
+            ).fetchone()
+            breakdown: dict[str, dict[str, float]] = {"type": {}, "model": {}}
+            for dimension, name, amount in conn.execute(
+                "SELECT dimension, name, amount FROM spend_breakdown"
+                " WHERE workspace_id = ? AND period = ?",
+                (workspace_id, period),
+            ):
+                breakdown[dimension][name] = amount
+            return SpendReport(
+                period=period,
+                budget=limits.budget,
+                reserved=max(row["reserved"], 0.0) if row else 0.0,
+                spent=row["spent"] if row else 0.0,
+                by_task_type=breakdown["type"],
+                by_model=breakdown["model"],
+            )
+
+        return await self._read(body)
 
     # -- extensions ----------------------------------------------------------------
     async def ensure_schema(self, ddl: str) -> None:
@@ -403,7 +494,9 @@ class SqliteStore(Store):
         """Run ``body(conn, now)`` in one read transaction (a consistent view)."""
         return await self._read(body)
 
-    def _announce(self, ready: set[str], done: set[tuple[str, str]]) -> None:
+    def _announce(self, ready: set[str], done: set[tuple[str, str]], alerts: list[Alert]) -> None:
+        for alert in alerts:
+            self._emit(alert)
         for workspace_id in ready:
             self._hub.notify(ready_channel(workspace_id))
         for workspace_id, task_id in done:
@@ -422,6 +515,24 @@ class SqliteStore(Store):
             ).fetchone()
             if row is not None:
                 return _task_from_row(row), False
+        limits = _limits(tx.conn, ws)
+        if limits.max_payload_bytes is not None and new.payload_bytes > limits.max_payload_bytes:
+            raise QuotaExceededError(
+                "max_payload_bytes", limits.max_payload_bytes, new.payload_bytes
+            )
+        if limits.max_pending_tasks is not None:
+            pending = _count(tx.conn, "tasks WHERE workspace_id = ? AND status = 'pending'", ws)
+            if pending >= limits.max_pending_tasks:
+                raise QuotaExceededError("max_pending_tasks", limits.max_pending_tasks, pending)
+        estimate = new.cost_estimate or 0.0
+        period = budget_period_key(tx.now, limits.budget_period.value)
+        if limits.budget is not None:
+            used = _spend_used(tx.conn, ws, period)
+            if used >= limits.budget or used + estimate > limits.budget:
+                raise BudgetExceededError(limits.budget, used, estimate)
+        if estimate > 0:
+            _add_spend(tx.conn, ws, period, reserved=estimate)
+        _check_soft_limit(tx, ws, period, limits)
         _touch_workspace(tx.conn, ws)
         tx.conn.execute(
             "UPDATE workspaces SET next_seq = next_seq + 1 WHERE workspace_id = ?", (ws,)
@@ -433,8 +544,8 @@ class SqliteStore(Store):
         tx.conn.execute(
             "INSERT INTO tasks (workspace_id, id, seq, task_type, payload, priority_rank,"
             " status, capset, attempt, attempts_allowed, max_retries, timeout_s, created_at,"
-            " errors, idempotency_key, metadata)"
-            " VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, 0, ?, ?, ?, ?, '[]', ?, ?)",
+            " errors, idempotency_key, metadata, cost_estimate, reserved, budget_period)"
+            " VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, 0, ?, ?, ?, ?, '[]', ?, ?, ?, ?, ?)",
             (
                 ws,
                 new.id,
@@ -449,6 +560,9 @@ class SqliteStore(Store):
                 tx.now,
                 new.idempotency_key,
                 json.dumps(new.metadata),
+                new.cost_estimate,
+                estimate,
+                period,
             ),
         )
         _mark_ready(tx, ws, capset)
@@ -466,7 +580,7 @@ class SqliteStore(Store):
             and _running_count(tx.conn, ws, agent_id) < agent["max_concurrent_tasks"]
         ):
             record = _load_breaker(tx.conn, ws, agent_id)
-            if breaker_peek(record, tx.now, self.config):
+            if breaker_peek(record, tx.now, self.config) and _below_running_limit(tx.conn, ws):
                 head = _best_head(tx.conn, ws, _split_caps(agent["capabilities"]))
                 before = _breaker_to_json(record)
                 if head is not None and breaker_admit(record, tx.now, self.config):
@@ -506,6 +620,7 @@ class SqliteStore(Store):
             (json.dumps(result), cost, tx.now, ws, task_id),
         )
         self._record_outcome(tx, ws, row["agent_id"], ok=True)
+        _settle_budget(tx, row, cost)
         tx.done.add((ws, task_id))
         tx.ready.add(ws)
         return _task_from_row(_task_row(tx.conn, ws, task_id))
@@ -553,6 +668,7 @@ class SqliteStore(Store):
             " WHERE workspace_id = ? AND id = ?",
             (tx.now, ws, task_id),
         )
+        _release_budget(tx.conn, ws, task_id)
         tx.done.add((ws, task_id))
         return _task_from_row(_task_row(tx.conn, ws, task_id))
 
@@ -676,6 +792,14 @@ class SqliteStore(Store):
         max_concurrent_tasks: int,
         metadata: dict[str, Any],
     ) -> AgentInfo:
+        max_agents = _limits(tx.conn, ws).max_agents
+        if max_agents is not None:
+            exists = tx.conn.execute(
+                "SELECT 1 FROM agents WHERE workspace_id = ? AND agent_id = ?", (ws, agent_id)
+            ).fetchone()
+            agents = _count(tx.conn, "agents WHERE workspace_id = ?", ws)
+            if exists is None and agents >= max_agents:
+                raise QuotaExceededError("max_agents", max_agents, agents)
         _touch_workspace(tx.conn, ws)
         tx.conn.execute(
             "INSERT INTO agents (workspace_id, agent_id, capabilities, model,"
@@ -901,6 +1025,7 @@ class SqliteStore(Store):
                 (tx.now, error, json.dumps(errors), ws, task_id),
             )
             status = TaskStatus.FAILED
+            _release_budget(tx.conn, ws, task_id)
             tx.done.add((ws, task_id))
         if agent_id is not None:
             self._record_outcome(tx, ws, agent_id, ok=False)
@@ -1092,6 +1217,7 @@ def _task_from_row(row: sqlite3.Row) -> Task:
         idempotency_key=row["idempotency_key"],
         metadata=json.loads(row["metadata"]),
         cost=row["cost"],
+        cost_estimate=row["cost_estimate"],
     )
 
 
@@ -1166,3 +1292,121 @@ def _save_breaker(conn: sqlite3.Connection, ws: str, agent_id: str, record: Brea
         " ON CONFLICT (workspace_id, agent_id) DO UPDATE SET record = excluded.record",
         (ws, agent_id, _breaker_to_json(record)),
     )
+
+
+# -- limits and budget -------------------------------------------------------------------
+def _count(conn: sqlite3.Connection, from_where: str, ws: str) -> int:
+    count: int = conn.execute(f"SELECT COUNT(*) FROM {from_where}", (ws,)).fetchone()[0]
+    return count
+
+
+def _limits(conn: sqlite3.Connection, ws: str) -> WorkspaceLimits:
+    row = conn.execute(
+        "SELECT max_agents, max_pending_tasks, max_running_tasks, max_payload_bytes, budget,"
+        " budget_period, budget_soft_ratio FROM workspace_limits WHERE workspace_id = ?",
+        (ws,),
+    ).fetchone()
+    if row is None:
+        return WorkspaceLimits()
+    return WorkspaceLimits(
+        max_agents=row["max_agents"],
+        max_pending_tasks=row["max_pending_tasks"],
+        max_running_tasks=row["max_running_tasks"],
+        max_payload_bytes=row["max_payload_bytes"],
+        budget=row["budget"],
+        budget_period=BudgetPeriod(row["budget_period"]),
+        budget_soft_ratio=row["budget_soft_ratio"],
+    )
+
+
+def _below_running_limit(conn: sqlite3.Connection, ws: str) -> bool:
+    limit = _limits(conn, ws).max_running_tasks
+    if limit is None:
+        return True
+    return _count(conn, "tasks WHERE workspace_id = ? AND status = 'running'", ws) < limit
+
+
+def _spend_used(conn: sqlite3.Connection, ws: str, period: str) -> float:
+    row = conn.execute(
+        "SELECT reserved + spent FROM spend WHERE workspace_id = ? AND period = ?", (ws, period)
+    ).fetchone()
+    return float(row[0]) if row else 0.0
+
+
+def _add_spend(
+    conn: sqlite3.Connection, ws: str, period: str, *, reserved: float = 0.0, spent: float = 0.0
+) -> None:
+    conn.execute(
+        "INSERT INTO spend (workspace_id, period, reserved, spent) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (workspace_id, period) DO UPDATE SET"
+        " reserved = reserved + excluded.reserved, spent = spent + excluded.spent",
+        (ws, period, reserved, spent),
+    )
+
+
+def _check_soft_limit(tx: _Tx, ws: str, period: str, limits: WorkspaceLimits) -> None:
+    """Queue one ``budget.soft_limit`` alert per period once use reaches the soft ratio."""
+    if limits.budget is None:
+        return
+    used = _spend_used(tx.conn, ws, period)
+    if used < limits.budget_soft_ratio * limits.budget:
+        return
+    _add_spend(tx.conn, ws, period)
+    changed = tx.conn.execute(
+        "UPDATE spend SET soft_alerted = 1"
+        " WHERE workspace_id = ? AND period = ? AND soft_alerted = 0",
+        (ws, period),
+    ).rowcount
+    if changed:
+        row = tx.conn.execute(
+            "SELECT reserved, spent FROM spend WHERE workspace_id = ? AND period = ?",
+            (ws, period),
+        ).fetchone()
+        details = {
+            "period": period,
+            "budget": limits.budget,
+            "spent": row["spent"],
+            "reserved": max(row["reserved"], 0.0),
+        }
+        tx.alerts.append(Alert("budget.soft_limit", ws, tx.now, details))
+
+
+def _release_budget(conn: sqlite3.Connection, ws: str, task_id: str) -> None:
+    row = conn.execute(
+        "SELECT reserved, budget_period FROM tasks WHERE workspace_id = ? AND id = ?",
+        (ws, task_id),
+    ).fetchone()
+    if row["reserved"] > 0 and row["budget_period"] is not None:
+        _add_spend(conn, ws, row["budget_period"], reserved=-row["reserved"])
+    conn.execute("UPDATE tasks SET reserved = 0 WHERE workspace_id = ? AND id = ?", (ws, task_id))
+
+
+def _settle_budget(tx: _Tx, task: sqlite3.Row, cost: float | None) -> None:
+    """Return the task's reservation and book its actual cost (the estimate if none)."""
+    ws: str = task["workspace_id"]
+    limits = _limits(tx.conn, ws)
+    row = tx.conn.execute(
+        "SELECT reserved, budget_period, cost_estimate FROM tasks"
+        " WHERE workspace_id = ? AND id = ?",
+        (ws, task["id"]),
+    ).fetchone()
+    period = row["budget_period"] or budget_period_key(tx.now, limits.budget_period.value)
+    _release_budget(tx.conn, ws, task["id"])
+    actual = cost if cost is not None else (row["cost_estimate"] or 0.0)
+    if actual > 0:
+        _add_spend(tx.conn, ws, period, spent=actual)
+        model_row = tx.conn.execute(
+            "SELECT model FROM agents WHERE workspace_id = ? AND agent_id = ?",
+            (ws, task["agent_id"]),
+        ).fetchone()
+        for dimension, name in (
+            ("type", task["task_type"]),
+            ("model", model_row["model"] if model_row else "unknown"),
+        ):
+            tx.conn.execute(
+                "INSERT INTO spend_breakdown (workspace_id, period, dimension, name, amount)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (workspace_id, period, dimension, name)"
+                " DO UPDATE SET amount = amount + excluded.amount",
+                (ws, period, dimension, name, actual),
+            )
+    _check_soft_limit(tx, ws, period, limits)

@@ -28,6 +28,10 @@
 --   live             zset: agent id -> last heartbeat, agents not offline
 --   at:<agent>       set: task ids leased to the agent
 --   ac:<agent>       set: task ids cancelled while the agent ran them
+--   limits           hash: max_agents, max_pending, max_running, max_payload, budget,
+--                    period ('daily' | 'monthly'), soft (ratio); absent field = unlimited
+--   spend:<period>   hash: reserved, spent, soft_alerted (one period's budget use)
+--   spend:<period>:type, spend:<period>:model   hash: spent cost by task type / agent model
 --   br:<agent>       hash: the agent's circuit breaker: state, opened, hin, hsucc and a
 --                    ring of window buckets b0..b9 = "<bucket index>:<calls>:<failures>"
 
@@ -69,6 +73,84 @@ local function unqueue(id, capset)
 end
 
 local function flat_hash(key) return redis.call('HGETALL', key) end
+
+-- Limits and budget (mirrors aragora.store.rules.budget_period_key) ------------------
+local SPEND_TTL_MS = 400 * 86400000
+
+local function limits()
+  local v = redis.call('HMGET', B .. 'limits', 'max_agents', 'max_pending', 'max_running',
+    'max_payload', 'budget', 'period', 'soft')
+  return {
+    max_agents = tonumber(v[1] or ''), max_pending = tonumber(v[2] or ''),
+    max_running = tonumber(v[3] or ''), max_payload = tonumber(v[4] or ''),
+    budget = tonumber(v[5] or ''), period = v[6] or 'monthly', soft = tonumber(v[7] or '0.8'),
+  }
+end
+
+local function civil_month(days)
+  -- Days since 1970-01-01 to "mYYYYMM" (H. Hinnant's civil_from_days).
+  local z = days + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
+  local y = yoe + era * 400
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local m = mp < 10 and mp + 3 or mp - 9
+  if m <= 2 then y = y + 1 end
+  return string.format('m%04d%02d', y, m)
+end
+
+local function period_key(period)
+  local days = math.floor(NOW / 86400000)
+  if period == 'daily' then return 'd' .. days end
+  return civil_month(days)
+end
+
+local function spend_key(p) return B .. 'spend:' .. p end
+
+local function spend_used(p)
+  local v = redis.call('HMGET', spend_key(p), 'reserved', 'spent')
+  return (tonumber(v[1] or '') or 0) + (tonumber(v[2] or '') or 0)
+end
+
+-- 1 when this period's use just reached the soft limit for the first time, else 0.
+local function soft_crossed(p, lim)
+  if not lim.budget then return 0 end
+  if spend_used(p) < lim.soft * lim.budget then return 0 end
+  if redis.call('HSETNX', spend_key(p), 'soft_alerted', '1') == 1 then return 1 end
+  return 0
+end
+
+local function budget_release(id)
+  local h = redis.call('HMGET', tkey(id), 'rsv', 'bper')
+  local reserved = tonumber(h[1] or '') or 0
+  if reserved > 0 and h[2] and h[2] ~= '' then
+    redis.call('HINCRBYFLOAT', spend_key(h[2]), 'reserved', -reserved)
+  end
+  redis.call('HSET', tkey(id), 'rsv', 0)
+end
+
+-- Return the reservation and book the actual cost (the estimate when none is reported).
+-- Returns 1 when the soft limit was just crossed.
+local function budget_settle(id, cost, model)
+  local h = redis.call('HMGET', tkey(id), 'rsv', 'bper', 'est', 'type')
+  local reserved = tonumber(h[1] or '') or 0
+  local lim = limits()
+  local p = (h[2] and h[2] ~= '') and h[2] or period_key(lim.period)
+  local actual = cost or tonumber(h[3] or '') or 0
+  if reserved > 0 then redis.call('HINCRBYFLOAT', spend_key(p), 'reserved', -reserved) end
+  redis.call('HSET', tkey(id), 'rsv', 0)
+  if actual > 0 then
+    redis.call('HINCRBYFLOAT', spend_key(p), 'spent', actual)
+    redis.call('HINCRBYFLOAT', spend_key(p) .. ':type', h[4], actual)
+    redis.call('HINCRBYFLOAT', spend_key(p) .. ':model', model, actual)
+    for _, k in ipairs({ spend_key(p), spend_key(p) .. ':type', spend_key(p) .. ':model' }) do
+      redis.call('PEXPIRE', k, SPEND_TTL_MS)
+    end
+  end
+  return soft_crossed(p, lim)
+end
 
 -- Due delayed tasks become claimable (bounded per call).
 local function promote_due(limit)
@@ -201,6 +283,7 @@ local function fail_attempt(id, err, retryable)
   end
   redis.call('HSET', tk, 'status', 'failed', 'lease', '', 'lease_exp', '', 'error', err,
     'errors', errors, 'finished', NOW)
+  budget_release(id)
   redis.call('ZADD', B .. 'done', NOW, id)
   move_index(id, 'running', 'failed', seq)
   publish_done(id)

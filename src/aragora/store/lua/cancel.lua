@@ -21,6 +21,7 @@ else
 end
 redis.call('HSET', tk, 'status', 'cancelled', 'finished', NOW, 'lease', '', 'lease_exp', '', 'avail', '')
 redis.call('ZADD', B .. 'done', NOW, id)
+budget_release(id)
 move_index(id, status, 'cancelled', h[4])
 publish_done(id)
 return { 'ok', flat_hash(tk) }

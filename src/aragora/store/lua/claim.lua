@@ -10,6 +10,8 @@ if not a[1] then return { 'err', 'agent_not_found' } end
 if a[3] == '1' or a[4] == '1' then return { 'none', -1 } end
 if redis.call('SCARD', B .. 'at:' .. agent) >= tonumber(a[2]) then return { 'none', -1 } end
 if not br_peek(agent) then return { 'none', -1 } end
+local max_running = tonumber(redis.call('HGET', B .. 'limits', 'max_running') or '')
+if max_running and redis.call('ZCARD', B .. 'running') >= max_running then return { 'none', -1 } end
 
 promote_due(100)
 local mine = {}

@@ -1,7 +1,8 @@
 -- complete.lua: record the result of the current attempt, exactly once.
 -- KEYS[1]  workspace base (see _lib.lua)
 -- ARGV[5]  task id   ARGV[6]  lease token   ARGV[7]  result JSON   ARGV[8]  cost or ''
--- Returns {'ok', <task hash>} or {'err', 'task_not_found' | 'cancelled' | 'lease_lost'}.
+-- Returns {'ok', <task hash>, soft limit crossed 0|1}
+-- or {'err', 'task_not_found' | 'cancelled' | 'lease_lost'}.
 local id, lease = ARGV[5], ARGV[6]
 local tk = tkey(id)
 local h = redis.call('HMGET', tk, 'status', 'lease', 'agent', 'seq')
@@ -15,6 +16,8 @@ redis.call('SREM', B .. 'at:' .. h[3], id)
 redis.call('ZADD', B .. 'done', NOW, id)
 move_index(id, 'running', 'completed', h[4])
 br_record(h[3], true)
+local model = redis.call('HGET', akey(h[3]), 'model') or 'unknown'
+local soft = budget_settle(id, tonumber(ARGV[8]), model)
 publish_done(id)
 publish_ready()
-return { 'ok', flat_hash(tk) }
+return { 'ok', flat_hash(tk), soft }
