@@ -74,6 +74,13 @@ async def test_unknown_task_is_not_found(cp: ControlPlaneCoordinator) -> None:
         await cp.get_task("nope")
 
 
+def _nested(depth: int) -> object:
+    value: object = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
 @pytest.mark.parametrize(
     ("kwargs", "field"),
     [
@@ -89,6 +96,10 @@ async def test_unknown_task_is_not_found(cp: ControlPlaneCoordinator) -> None:
         ({"max_retries": -1}, "max_retries"),
         ({"idempotency_key": ""}, "idempotency_key"),
         ({"workspace_id": "no spaces"}, "workspace_id"),
+        ({"workspace_id": "trailing\n"}, "workspace_id"),
+        ({"task_type": "trailing\n"}, "task_type"),
+        ({"payload": {"s": "\ud800"}}, "payload"),
+        ({"payload": _nested(2000)}, "payload"),
     ],
 )
 async def test_bad_submission_names_the_field_and_changes_nothing(
@@ -614,9 +625,12 @@ async def test_list_tasks_pages_newest_first_and_filters(cp: ControlPlaneCoordin
     assert len((await cp.list_tasks(TaskStatus.PENDING)).tasks) == 6
 
 
-async def test_a_cursor_the_store_did_not_issue_is_refused(cp: ControlPlaneCoordinator) -> None:
+@pytest.mark.parametrize("cursor", ["not-a-cursor", "²", "1" * 40])
+async def test_a_cursor_the_store_did_not_issue_is_refused(
+    cp: ControlPlaneCoordinator, cursor: str
+) -> None:
     with pytest.raises(ValidationError) as raised:
-        await cp.list_tasks(cursor="not-a-cursor")
+        await cp.list_tasks(cursor=cursor)
     assert raised.value.field == "cursor"
 
 

@@ -262,7 +262,7 @@ MAX_CAPABILITIES = 32
 
 
 def validate_workspace_id(value: str) -> str:
-    if not isinstance(value, str) or not _WORKSPACE_RE.match(value):
+    if not isinstance(value, str) or not _WORKSPACE_RE.fullmatch(value):
         raise ValidationError(
             "workspace_id",
             "must be 1-64 letters, digits, '_' or '-', starting with a letter or digit",
@@ -276,7 +276,7 @@ def validate_name(value: object, field: str) -> str:
         raise ValidationError(field, "must be a non-empty string")
     if len(value) > MAX_TASK_TYPE_LENGTH:
         raise ValidationError(field, f"must be at most {MAX_TASK_TYPE_LENGTH} characters")
-    if not _NAME_RE.match(value):
+    if not _NAME_RE.fullmatch(value):
         raise ValidationError(
             field,
             "may hold only letters, digits and '_', '.', ':', '@', '-', "

@@ -106,10 +106,14 @@ class TaskScheduler:
         """Encoded size in bytes if JSON-encodable and within ``max_payload_bytes``,
         else a ValidationError."""
         try:
-            encoded = json.dumps(value, separators=(",", ":"), allow_nan=False)
-        except (TypeError, ValueError) as exc:
+            encoded = json.dumps(
+                value, separators=(",", ":"), allow_nan=False, ensure_ascii=False
+            ).encode()
+        except (TypeError, ValueError) as exc:  # UnicodeEncodeError: lone surrogates
             raise ValidationError(field, f"must be JSON-encodable: {exc}") from None
-        size = len(encoded.encode())
+        except RecursionError:
+            raise ValidationError(field, "is nested too deeply") from None
+        size = len(encoded)
         if size > self._config.max_payload_bytes:
             raise PayloadTooLargeError(field, size, self._config.max_payload_bytes)
         return size

@@ -44,6 +44,7 @@ def task_to_dict(task: Task, *, include_lease: bool = False) -> dict[str, Any]:
         "idempotency_key": task.idempotency_key,
         "metadata": task.metadata,
         "cost": task.cost,
+        "cost_estimate": task.cost_estimate,
     }
 
 
@@ -72,6 +73,7 @@ def task_from_dict(data: dict[str, Any]) -> Task:
         idempotency_key=data.get("idempotency_key"),
         metadata=data.get("metadata") or {},
         cost=data.get("cost"),
+        cost_estimate=data.get("cost_estimate"),
     )
 
 

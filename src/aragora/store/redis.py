@@ -465,7 +465,7 @@ class RedisStore(Store):
         cursor: str | None = None,
     ) -> TaskPage:
         index = self._base(workspace_id) + ("idx:" + status.value if status else "idx:all")
-        if cursor is not None and not (cursor.isdigit() and len(cursor) <= 19):
+        if cursor is not None and not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 18):
             raise ValidationError("cursor", "is not a cursor returned by a previous page")
         upper = f"({int(cursor)}" if cursor else "+inf"
         found: list[Task] = []

@@ -708,7 +708,7 @@ class SqliteStore(Store):
         """Newest first; the cursor is the ``seq`` of the last task returned."""
         before: int | None = None
         if cursor is not None:
-            if not cursor.isdigit() or len(cursor) > 18:
+            if not (cursor.isascii() and cursor.isdigit()) or len(cursor) > 18:
                 raise ValidationError("cursor", "is not a cursor returned by list_tasks")
             before = int(cursor)
         clauses = ["workspace_id = ?"]
