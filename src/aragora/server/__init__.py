@@ -1,0 +1,10 @@
+"""The HTTP server of the control plane: a FastAPI app and a uvicorn runner.
+
+``create_app`` builds the app (for tests and embedding); ``serve`` runs it until
+SIGINT/SIGTERM; ``config_for_serve`` chooses the store as ``aragora serve`` does.
+"""
+
+from aragora.server.app import create_app
+from aragora.server.run import config_for_serve, serve
+
+__all__ = ["config_for_serve", "create_app", "serve"]

@@ -1,0 +1,1 @@
+"""HTTP handlers: the control plane API and the probes."""

@@ -1,0 +1,351 @@
+"""RFC 9457 problem details: the body of every error response of the server.
+
+Every error is ``application/problem+json`` with ``type``, ``title``, ``status`` and
+``detail``. Clients branch on ``type``; ``title`` and ``detail`` are for people.
+Validation problems also carry ``field`` (the first offending field) and ``errors``
+(every offending field with its reason); a payload, metadata or result over the limit
+adds ``size_bytes`` and ``limit_bytes``, a request body over the limit ``limit_bytes``.
+Quota problems add ``quota``, ``limit`` and ``current``; budget problems ``limit``,
+``used`` (spent and reserved) and ``estimate``::
+
+    type                                   status  when
+    urn:aragora:problem:malformed-json     400     the body is not valid JSON
+    urn:aragora:problem:unauthorized       401     missing or wrong admin token
+    urn:aragora:problem:task-not-found     404     no such task in the workspace
+    urn:aragora:problem:agent-not-found    404     no such agent in the workspace
+    urn:aragora:problem:lease-lost         409     complete/fail with a stale or wrong lease token
+    urn:aragora:problem:task-cancelled     409     complete/fail of a task cancelled meanwhile
+    urn:aragora:problem:invalid-state      409     e.g. retry of a task that is not failed
+    urn:aragora:problem:budget-exceeded    402     the workspace budget cannot cover the task
+    urn:aragora:problem:payload-too-large  413     request body, payload, metadata or result too big
+                                                   (also the workspace's payload quota)
+    urn:aragora:problem:quota-exceeded     429     a workspace quota (agents, pending tasks) is
+                                                   reached; retrying later may succeed
+    urn:aragora:problem:unsupported-media-type 415 a body that is not sent as application/json
+    urn:aragora:problem:validation-error   422     a field failed validation
+    urn:aragora:problem:internal-error     500     a bug; details are logged, never sent
+    urn:aragora:problem:store-unavailable  503     the store could not be reached; retry later
+    about:blank                            404/405 unknown route, method not allowed
+
+A spent budget answers 402 rather than 429 because waiting does not help until the
+budget period rolls over, and clients retry 429 on their own.
+
+The types are URNs rather than URLs because no documentation is served at a stable
+address yet; they are identifiers, not links.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from http import HTTPStatus
+from typing import Any, Final, TypedDict
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from aragora.control_plane.errors import (
+    AgentNotFoundError,
+    BudgetExceededError,
+    ConflictError,
+    ControlPlaneError,
+    InvalidStateError,
+    LeaseLostError,
+    NotFoundError,
+    PayloadTooLargeError,
+    QuotaExceededError,
+    StoreUnavailableError,
+    TaskCancelledError,
+    TaskNotFoundError,
+    ValidationError,
+)
+from aragora.server.rendering import SafeJSONResponse
+
+logger = logging.getLogger(__name__)
+
+PROBLEM_MEDIA_TYPE: Final = "application/problem+json"
+TYPE_PREFIX: Final = "urn:aragora:problem:"
+
+MALFORMED_JSON: Final = TYPE_PREFIX + "malformed-json"
+UNAUTHORIZED: Final = TYPE_PREFIX + "unauthorized"
+TASK_NOT_FOUND: Final = TYPE_PREFIX + "task-not-found"
+AGENT_NOT_FOUND: Final = TYPE_PREFIX + "agent-not-found"
+NOT_FOUND: Final = TYPE_PREFIX + "not-found"
+LEASE_LOST: Final = TYPE_PREFIX + "lease-lost"
+TASK_CANCELLED: Final = TYPE_PREFIX + "task-cancelled"
+INVALID_STATE: Final = TYPE_PREFIX + "invalid-state"
+CONFLICT: Final = TYPE_PREFIX + "conflict"
+PAYLOAD_TOO_LARGE: Final = TYPE_PREFIX + "payload-too-large"
+UNSUPPORTED_MEDIA_TYPE: Final = TYPE_PREFIX + "unsupported-media-type"
+VALIDATION_ERROR: Final = TYPE_PREFIX + "validation-error"
+INTERNAL_ERROR: Final = TYPE_PREFIX + "internal-error"
+STORE_UNAVAILABLE: Final = TYPE_PREFIX + "store-unavailable"
+QUOTA_EXCEEDED: Final = TYPE_PREFIX + "quota-exceeded"
+BUDGET_EXCEEDED: Final = TYPE_PREFIX + "budget-exceeded"
+ABOUT_BLANK: Final = "about:blank"
+
+_LOCATIONS = frozenset({"body", "query", "path", "header", "cookie"})
+_NOT_AN_OBJECT = frozenset({"model_attributes_type", "model_type", "dict_type"})
+
+
+class FieldError(TypedDict):
+    """One rejected field: dotted name (list items as ``[i]``) and a readable reason."""
+
+    field: str
+    reason: str
+
+
+class ProblemResponse(SafeJSONResponse):
+    """A JSON response served as ``application/problem+json``."""
+
+    media_type = PROBLEM_MEDIA_TYPE
+
+
+def problem(
+    status: int,
+    type_: str,
+    title: str,
+    detail: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    **extensions: Any,
+) -> ProblemResponse:
+    """Build a problem response; ``extensions`` become extra members of the body."""
+    body: dict[str, Any] = {"type": type_, "title": title, "status": status, "detail": detail}
+    body.update(extensions)
+    return ProblemResponse(body, status_code=status, headers=headers)
+
+
+def validation_problem(
+    errors: Sequence[FieldError],
+    *,
+    status: int = 422,
+    type_: str = VALIDATION_ERROR,
+    title: str = "Invalid request",
+    **extensions: Any,
+) -> ProblemResponse:
+    """A problem naming every rejected field; ``field`` repeats the first for simple clients."""
+    detail = "; ".join(f"{e['field']}: {e['reason']}" for e in errors)
+    first = errors[0]["field"] if errors else "body"
+    return problem(status, type_, title, detail, field=first, errors=list(errors), **extensions)
+
+
+# Order matters: the first class the error is an instance of decides.
+_ERROR_PROBLEMS: tuple[tuple[type[ControlPlaneError], int, str, str], ...] = (
+    (PayloadTooLargeError, 413, PAYLOAD_TOO_LARGE, "Payload too large"),
+    (ValidationError, 422, VALIDATION_ERROR, "Invalid request"),
+    (TaskNotFoundError, 404, TASK_NOT_FOUND, "Task not found"),
+    (AgentNotFoundError, 404, AGENT_NOT_FOUND, "Agent not found"),
+    (NotFoundError, 404, NOT_FOUND, "Not found"),
+    (LeaseLostError, 409, LEASE_LOST, "Lease lost"),
+    (TaskCancelledError, 409, TASK_CANCELLED, "Task cancelled"),
+    (InvalidStateError, 409, INVALID_STATE, "Invalid state"),
+    (ConflictError, 409, CONFLICT, "Conflict"),
+)
+
+
+def problem_for_error(exc: ControlPlaneError) -> ProblemResponse:
+    """Translate an error of the control plane into its problem response."""
+    if isinstance(exc, StoreUnavailableError):
+        logger.warning("store unavailable: %s", exc)
+        return problem(
+            503,
+            STORE_UNAVAILABLE,
+            "Store unavailable",
+            "the control plane store could not be reached; try again shortly",
+            headers={"Retry-After": "1"},
+        )
+    if isinstance(exc, QuotaExceededError):
+        return _quota_problem(exc)
+    if isinstance(exc, BudgetExceededError):
+        return problem(
+            402,
+            BUDGET_EXCEEDED,
+            "Budget exceeded",
+            str(exc),
+            limit=exc.limit,
+            used=exc.used,
+            estimate=exc.estimate,
+        )
+    for cls, status, type_, title in _ERROR_PROBLEMS:
+        if isinstance(exc, cls):
+            if isinstance(exc, ValidationError):
+                sizes = (
+                    {"size_bytes": exc.size_bytes, "limit_bytes": exc.limit_bytes}
+                    if isinstance(exc, PayloadTooLargeError)
+                    else {}
+                )
+                return validation_problem(
+                    [FieldError(field=exc.field, reason=exc.reason)],
+                    status=status,
+                    type_=type_,
+                    title=title,
+                    **sizes,
+                )
+            return problem(status, type_, title, str(exc))
+    return internal_error_problem()
+
+
+def _quota_problem(exc: QuotaExceededError) -> ProblemResponse:
+    if exc.quota == "max_payload_bytes":
+        # The workspace's own payload limit: the same answer as the deployment's.
+        size, limit = int(exc.current), int(exc.limit)
+        reason = f"is {size} bytes encoded, over the workspace limit of {limit} bytes"
+        return validation_problem(
+            [FieldError(field="payload", reason=reason)],
+            status=413,
+            type_=PAYLOAD_TOO_LARGE,
+            title="Payload too large",
+            size_bytes=size,
+            limit_bytes=limit,
+        )
+    return problem(
+        429,
+        QUOTA_EXCEEDED,
+        "Quota exceeded",
+        str(exc),
+        quota=exc.quota,
+        limit=exc.limit,
+        current=exc.current,
+    )
+
+
+def internal_error_problem() -> ProblemResponse:
+    """A 500 that reveals nothing of the error; the caller logs it."""
+    return problem(
+        500,
+        INTERNAL_ERROR,
+        "Internal server error",
+        "the server failed to handle the request; the error has been logged",
+    )
+
+
+def field_name(loc: Sequence[int | str]) -> str:
+    """``("body", "metadata", "a", 0)`` -> ``"metadata.a[0]"``; the location itself is dropped."""
+    parts = list(loc)
+    if parts and parts[0] in _LOCATIONS:
+        parts = parts[1:]
+    name = ""
+    for part in parts:
+        if isinstance(part, int):
+            name += f"[{part}]"
+        else:
+            name = f"{name}.{part}" if name else str(part)
+    return name or "body"
+
+
+def _reason(error: Mapping[str, Any]) -> str:
+    kind = error.get("type")
+    if kind == "missing":
+        return "is required"
+    if kind == "extra_forbidden":
+        return "is not a known field"
+    if kind in _NOT_AN_OBJECT:
+        return "must be a JSON object"
+    if kind == "value_error":
+        ctx = error.get("ctx") or {}
+        if "error" in ctx:
+            return str(ctx["error"])
+    return str(error.get("msg", "is invalid"))
+
+
+def request_validation_problem(request: Request, exc: RequestValidationError) -> ProblemResponse:
+    """422 naming each field; 400 for a body that is not JSON; 415 for a non-JSON media type."""
+    errors = exc.errors()
+    for error in errors:
+        if error.get("type") == "json_invalid":
+            ctx = error.get("ctx") or {}
+            loc = error.get("loc", ())
+            position = loc[1] if len(loc) > 1 else 0
+            reason = f"is not valid JSON: {ctx.get('error', 'decode error')} at position {position}"
+            return validation_problem(
+                [FieldError(field="body", reason=reason)],
+                status=400,
+                type_=MALFORMED_JSON,
+                title="Malformed JSON",
+            )
+    for error in errors:
+        if (
+            tuple(error.get("loc", ())) == ("body",)
+            and error.get("type") in _NOT_AN_OBJECT
+            and isinstance(error.get("input"), bytes)
+        ):
+            return validation_problem(
+                [FieldError(field="body", reason="must be sent as Content-Type: application/json")],
+                status=415,
+                type_=UNSUPPORTED_MEDIA_TYPE,
+                title="Unsupported media type",
+            )
+    fields = [FieldError(field=field_name(e.get("loc", ())), reason=_reason(e)) for e in errors]
+    return validation_problem(fields)
+
+
+def http_exception_problem(exc: StarletteHTTPException) -> Response:
+    """Plain HTTP errors raised by routing and body parsing, as problems."""
+    headers = dict(exc.headers or {})
+    if exc.status_code in (204, 304):
+        return Response(status_code=exc.status_code, headers=headers)
+    if exc.status_code == 413:
+        # RequestBodyTooLarge of the body limit middleware says which limit was crossed.
+        limit = getattr(exc, "limit_bytes", None)
+        extensions = {"limit_bytes": limit} if isinstance(limit, int) else {}
+        return problem(
+            413,
+            PAYLOAD_TOO_LARGE,
+            "Payload too large",
+            str(exc.detail),
+            headers=headers,
+            **extensions,
+        )
+    if exc.status_code == 400:
+        # FastAPI raises this when the body cannot be read as JSON at all (bad encoding,
+        # nesting too deep, numbers too long).
+        return validation_problem(
+            [FieldError(field="body", reason="could not be parsed as JSON")],
+            status=400,
+            type_=MALFORMED_JSON,
+            title="Malformed JSON",
+        )
+    title = _status_phrase(exc.status_code)
+    detail = exc.detail if isinstance(exc.detail, str) and exc.detail else title
+    return problem(exc.status_code, ABOUT_BLANK, title, detail, headers=headers)
+
+
+def _status_phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+async def _handle_control_plane_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ControlPlaneError)
+    response = problem_for_error(exc)
+    if response.status_code == 500:
+        logger.error("unexpected control plane error", exc_info=exc)
+    return response
+
+
+async def _handle_request_validation(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    return request_validation_problem(request, exc)
+
+
+async def _handle_http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    return http_exception_problem(exc)
+
+
+async def handle_unexpected_error(request: Request, exc: Exception) -> Response:
+    """Last resort: 500 without any detail of the error (the server logs the traceback)."""
+    return internal_error_problem()
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Route every error the app can raise to its problem response."""
+    app.add_exception_handler(ControlPlaneError, _handle_control_plane_error)
+    app.add_exception_handler(RequestValidationError, _handle_request_validation)
+    app.add_exception_handler(StarletteHTTPException, _handle_http_exception)
+    app.add_exception_handler(Exception, handle_unexpected_error)

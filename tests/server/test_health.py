@@ -1,0 +1,88 @@
+"""Health (application/health+json) and the liveness and readiness probes."""
+
+from __future__ import annotations
+
+import httpx
+
+from aragora.control_plane import ControlPlaneConfig, ControlPlaneCoordinator
+from aragora.server import create_app
+from aragora.server.schemas import HealthOut
+from aragora.server.state import ServerState
+from tests.server.conftest import API, claim, register, submit
+
+HEALTH_JSON = "application/health+json"
+
+
+async def test_health_passes_with_store_agent_and_queue_checks(client: httpx.AsyncClient) -> None:
+    await register(client, "agent-1")
+    await register(client, "agent-2")
+    await submit(client)
+    await submit(client)
+    await claim(client, "agent-1")
+
+    response = await client.get(f"{API}/health")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == HEALTH_JSON
+    report = HealthOut.model_validate(response.json())
+    assert report.status == "pass"
+    assert set(report.checks) == {"process", "store", "agents", "queue"}
+    store = response.json()["checks"]["store"][0]
+    assert store["status"] == "pass"
+    assert store["observedUnit"] == "ms"
+    assert store["observedValue"] >= 0
+    assert response.json()["checks"]["agents"][0]["details"] == {"busy": 1, "idle": 1}
+    queue = response.json()["checks"]["queue"][0]
+    assert (queue["observedValue"], queue["observedUnit"]) == (1, "tasks")
+    assert queue["details"]["running"] == 1
+
+
+async def test_livez_and_readyz_pass(client: httpx.AsyncClient) -> None:
+    live = await client.get("/livez")
+    assert (live.status_code, live.headers["content-type"]) == (200, HEALTH_JSON)
+    assert live.json()["status"] == "pass"
+    ready = await client.get("/readyz")
+    assert (ready.status_code, ready.headers["content-type"]) == (200, HEALTH_JSON)
+    assert ready.json()["checks"]["store"][0]["status"] == "pass"
+
+
+async def test_readyz_fails_once_shutdown_begins(
+    client: httpx.AsyncClient, state: ServerState
+) -> None:
+    state.begin_shutdown()
+    ready = await client.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.headers["content-type"] == HEALTH_JSON
+    assert ready.json()["status"] == "fail"
+    assert (await client.get("/livez")).status_code == 200
+
+
+async def test_health_and_readyz_fail_when_the_coordinator_is_closed(
+    config: ControlPlaneConfig,
+) -> None:
+    coordinator = ControlPlaneCoordinator(config, run_reaper=False)
+    await coordinator.start()
+    app = create_app(config, coordinator=coordinator)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://testserver"
+    ) as client:
+        await coordinator.close()
+        health = await client.get(f"{API}/health")
+        assert health.status_code == 503
+        assert health.headers["content-type"] == HEALTH_JSON
+        assert health.json()["status"] == "fail"
+        assert health.json()["checks"]["store"][0]["status"] == "fail"
+        assert (await client.get("/readyz")).status_code == 503
+
+
+async def test_an_app_without_a_running_coordinator_answers_503(
+    config: ControlPlaneConfig,
+) -> None:
+    app = create_app(config)  # its lifespan never ran
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://testserver"
+    ) as client:
+        response = await client.get(f"{API}/tasks")
+        assert response.status_code == 503
+        assert response.json()["type"].endswith("store-unavailable")
+        assert (await client.get("/readyz")).status_code == 503
+        assert (await client.get("/livez")).status_code == 200
