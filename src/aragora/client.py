@@ -205,7 +205,7 @@ def _number(value: float) -> str:
     """A query-string number: integral values without a fraction, others to the millisecond."""
     if float(value).is_integer():
         return str(int(value))
-    return f"{value:.3f}".rstrip("0")
+    return f"{value:.3f}".rstrip("0").rstrip(".")
 
 
 def _json(response: httpx.Response) -> Any:
@@ -297,6 +297,11 @@ def _check_wait(wait_s: float, name: str = "wait_s") -> float:
     if wait_s < 0:
         raise ValidationError(name, "must be 0 or more seconds")
     return float(wait_s)
+
+
+def _long_poll_s(wait_s: float) -> float:
+    """A valid wait of one long poll: checked, and cut to the server's cap of 60 s."""
+    return min(_check_wait(wait_s), MAX_WAIT_SLICE_S)
 
 
 class _Api:
@@ -478,9 +483,7 @@ class _Api:
 
     @staticmethod
     def health() -> _Call[ServerHealth]:
-        return _Call(
-            "GET", f"{API_PREFIX}/health", _decode_health, accept=frozenset({200, 503})
-        )
+        return _Call("GET", f"{API_PREFIX}/health", _decode_health, accept=frozenset({200, 503}))
 
     @staticmethod
     def probe(path: Literal["/livez", "/readyz"]) -> _Call[bool]:
@@ -534,12 +537,25 @@ def _problem_kind(problem: Mapping[str, Any]) -> str:
     return f"{problem.get('type') or ''} {problem.get('title') or ''}".lower()
 
 
+PROBLEM_PREFIX = "urn:aragora:problem:"
+"""Problem types of the server are ``urn:aragora:problem:<name>`` (see ``server.problems``)."""
+
+
+def _problem_name(problem: Mapping[str, Any]) -> str:
+    kind = problem.get("type")
+    if isinstance(kind, str) and kind.startswith(PROBLEM_PREFIX):
+        return kind[len(PROBLEM_PREFIX) :]
+    return ""
+
+
 def _validation_error(problem: Mapping[str, Any], response: httpx.Response) -> ValidationError:
     detail = _problem_text(problem, response)
     errors = problem.get("errors")
     if isinstance(errors, list) and errors and isinstance(errors[0], dict):
         first = errors[0]
-        return ValidationError(str(first.get("field") or "request"), str(first.get("reason") or detail))
+        return ValidationError(
+            str(first.get("field") or "request"), str(first.get("reason") or detail)
+        )
     raw_detail = problem.get("detail")
     if isinstance(raw_detail, list) and raw_detail and isinstance(raw_detail[0], dict):
         # FastAPI's own shape, should a validation error escape the problem handler.
@@ -565,24 +581,25 @@ def error_from_response(
     status = response.status_code
     problem = _problem(response)
     detail = _problem_text(problem, response)
-    kind = _problem_kind(problem)
+    name = _problem_name(problem)
+    kind = name or _problem_kind(problem)
     if status in (401, 403):
         return AuthenticationError(status, detail)
     if status == 404:
-        if "agent" in kind or (agent_id is not None and "task" not in kind and task_id is None):
-            return AgentNotFoundError(agent_id or str(problem.get("agent_id") or "?"))
-        if "task" in kind or task_id is not None:
-            return TaskNotFoundError(task_id or str(problem.get("task_id") or "?"))
+        if name == "agent-not-found" or (not name and task_id is None and agent_id is not None):
+            return AgentNotFoundError(agent_id or "?")
+        if name == "task-not-found" or (not name and task_id is not None):
+            return TaskNotFoundError(task_id or "?")
         return NotFoundError(detail)
     if status == 409:
         if "cancel" in kind:
             return TaskCancelledError(task_id or "?")
-        if "lease" in kind or (conflict == "lease" and "state" not in kind):
+        if "lease" in kind or (conflict == "lease" and not name):
             return LeaseLostError(task_id or "?")
-        if "state" in kind or conflict == "state":
+        if "state" in kind or (conflict == "state" and not name):
             return InvalidStateError(detail)
         return ConflictError(detail)
-    if status in (400, 413, 422):
+    if status in (400, 413, 415, 422):
         return _validation_error(problem, response)
     if status == 503:
         return StoreUnavailableError(detail)
@@ -624,7 +641,7 @@ class _ClientBase:
 
     def _unreachable(self, exc: httpx.TransportError) -> ServerUnreachableError:
         reason = str(exc) or type(exc).__name__
-        if isinstance(exc, httpx.TimeoutException):
+        if isinstance(exc, httpx.TimeoutException) and "timed out" not in reason:
             reason = f"timed out ({reason})"
         return ServerUnreachableError(self.url, reason)
 
@@ -751,8 +768,8 @@ class ControlPlaneClient(_ClientBase):
         )
 
     def get_task(self, task_id: str, *, wait_s: float = 0.0) -> Task:
-        """The task now, or as soon as it is terminal when ``wait_s`` > 0 (long poll, ≤ 60 s)."""
-        return self._call(_Api.get_task(task_id, _check_wait(wait_s)))
+        """The task now, or once terminal when ``wait_s`` > 0 (a long poll of at most 60 s)."""
+        return self._call(_Api.get_task(task_id, _long_poll_s(wait_s)))
 
     def list_tasks(
         self,
@@ -766,12 +783,13 @@ class ControlPlaneClient(_ClientBase):
         return self._call(_Api.list_tasks(status, task_type, limit, cursor))
 
     def claim_task(self, agent_id: str, *, wait_s: float = 0.0) -> Task | None:
-        """Lease the best task the agent may run, waiting up to ``wait_s``; None when none.
+        """Lease the best task the agent may run, waiting up to ``wait_s`` (at most 60 s);
+        None when no task came.
 
         The returned task carries the ``lease_token`` that ``complete_task`` and
         ``fail_task`` must present.
         """
-        return self._call(_Api.claim_task(agent_id, _check_wait(wait_s)))
+        return self._call(_Api.claim_task(agent_id, _long_poll_s(wait_s)))
 
     def complete_task(
         self, task_id: str, result: Any, *, lease_token: str, cost: float | None = None
@@ -782,7 +800,7 @@ class ControlPlaneClient(_ClientBase):
     def fail_task(
         self, task_id: str, error: str, *, lease_token: str, retryable: bool = True
     ) -> Task:
-        """Record a failed attempt; it is retried unless ``retryable`` is False or retries ran out."""
+        """Record a failed attempt; retried unless ``retryable`` is False or retries ran out."""
         return self._call(_Api.fail_task(task_id, error, lease_token, retryable))
 
     def cancel_task(self, task_id: str) -> Task:
@@ -937,7 +955,7 @@ class AsyncControlPlaneClient(_ClientBase):
 
     async def get_task(self, task_id: str, *, wait_s: float = 0.0) -> Task:
         """See ``ControlPlaneClient.get_task``."""
-        return await self._call(_Api.get_task(task_id, _check_wait(wait_s)))
+        return await self._call(_Api.get_task(task_id, _long_poll_s(wait_s)))
 
     async def list_tasks(
         self,
@@ -952,7 +970,7 @@ class AsyncControlPlaneClient(_ClientBase):
 
     async def claim_task(self, agent_id: str, *, wait_s: float = 0.0) -> Task | None:
         """See ``ControlPlaneClient.claim_task``."""
-        return await self._call(_Api.claim_task(agent_id, _check_wait(wait_s)))
+        return await self._call(_Api.claim_task(agent_id, _long_poll_s(wait_s)))
 
     async def complete_task(
         self, task_id: str, result: Any, *, lease_token: str, cost: float | None = None

@@ -1,0 +1,45 @@
+"""A real server app and coordinator (SQLite) in the test's own event loop.
+
+``AsyncControlPlaneClient`` reaches the app through ``httpx.ASGITransport``: no port,
+no subprocess, yet every request goes through the real routing, auth and problem
+handlers, down to a real store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+
+from aragora.client import AsyncControlPlaneClient
+from aragora.control_plane import ControlPlaneConfig, ControlPlaneCoordinator
+from aragora.server.app import create_app
+
+TOKEN = "in-process-token"
+BASE_URL = "http://aragora.test"
+
+
+@dataclass
+class InProcess:
+    app: FastAPI
+    coordinator: ControlPlaneCoordinator
+
+    def client(self, token: str | None = TOKEN, **kwargs: Any) -> AsyncControlPlaneClient:
+        """A client of the app; close it (``async with``) when done."""
+        return AsyncControlPlaneClient(
+            BASE_URL, token, transport=httpx.ASGITransport(app=self.app), **kwargs
+        )
+
+
+@asynccontextmanager
+async def in_process(tmp_path: Path, **config: Any) -> AsyncIterator[InProcess]:
+    """An app over a fresh SQLite store; ``config`` overrides ``ControlPlaneConfig`` fields."""
+    settings = {"retry_backoff_base_s": 0.01, "retry_jitter": 0.0, **config}
+    cfg = ControlPlaneConfig(store_url=f"sqlite:///{tmp_path / 'state.db'}", **settings)
+    async with ControlPlaneCoordinator(cfg, run_reaper=False) as coordinator:
+        yield InProcess(create_app(cfg, admin_token=TOKEN, coordinator=coordinator), coordinator)
