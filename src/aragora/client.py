@@ -16,6 +16,7 @@ remote caller can meet get their own classes here::
     ControlPlaneError                      (aragora.control_plane.errors)
     ├── ... the library's errors: 400/413/422 ValidationError, 404 *NotFoundError,
     │       409 LeaseLostError / TaskCancelledError / InvalidStateError,
+    │       402 BudgetExceededError, 403 quota-exceeded QuotaExceededError,
     │       503 StoreUnavailableError
     ├── ServerUnreachableError   no answer: connection refused, reset, or timed out
     ├── AuthenticationError      401/403: missing, wrong or insufficient token
@@ -43,12 +44,14 @@ import httpx
 from aragora import __version__
 from aragora.control_plane.errors import (
     AgentNotFoundError,
+    BudgetExceededError,
     ConfigError,
     ConflictError,
     ControlPlaneError,
     InvalidStateError,
     LeaseLostError,
     NotFoundError,
+    QuotaExceededError,
     StoreUnavailableError,
     TaskCancelledError,
     TaskFailedError,
@@ -373,6 +376,7 @@ class _Api:
         timeout_s: float | None,
         max_retries: int | None,
         metadata: Mapping[str, Any] | None,
+        cost_estimate: float | None = None,
     ) -> _Call[str]:
         body: dict[str, Any] = {
             "task_type": task_type,
@@ -385,6 +389,7 @@ class _Api:
             "timeout_s": timeout_s,
             "max_retries": max_retries,
             "metadata": None if metadata is None else dict(metadata),
+            "cost_estimate": cost_estimate,
         }
         body.update({k: v for k, v in optional.items() if v is not None})
         return _Call("POST", f"{API_PREFIX}/tasks/submit", _decode_task_id, body=body)
@@ -583,6 +588,18 @@ def error_from_response(
     detail = _problem_text(problem, response)
     name = _problem_name(problem)
     kind = name or _problem_kind(problem)
+    if name == "quota-exceeded":
+        return QuotaExceededError(
+            str(problem.get("quota", "?")),
+            _problem_number(problem.get("limit")),
+            _problem_number(problem.get("current")),
+        )
+    if name == "budget-exceeded":
+        return BudgetExceededError(
+            _problem_number(problem.get("limit")),
+            _problem_number(problem.get("used")),
+            _problem_number(problem.get("estimate")),
+        )
     if status in (401, 403):
         return AuthenticationError(status, detail)
     if status == 404:
@@ -604,6 +621,10 @@ def error_from_response(
     if status == 503:
         return StoreUnavailableError(detail)
     return ServerError(status, detail, problem)
+
+
+def _problem_number(value: object) -> float:
+    return float(value) if isinstance(value, int | float) else float("nan")
 
 
 def _raise_for(call: _Call[Any], response: httpx.Response) -> None:
@@ -748,11 +769,13 @@ class ControlPlaneClient(_ClientBase):
         timeout_s: float | None = None,
         max_retries: int | None = None,
         metadata: Mapping[str, Any] | None = None,
+        cost_estimate: float | None = None,
     ) -> str:
         """Queue a task and return its id (the first task's id for a repeated idempotency key).
 
         ``timeout_s`` bounds one attempt and ``max_retries`` counts retries after the first
-        attempt; both default to the server's configuration.
+        attempt; both default to the server's configuration. ``cost_estimate`` is reserved
+        against the workspace budget until the task ends.
         """
         return self._call(
             _Api.submit_task(
@@ -764,6 +787,7 @@ class ControlPlaneClient(_ClientBase):
                 timeout_s,
                 max_retries,
                 metadata,
+                cost_estimate,
             )
         )
 
@@ -938,6 +962,7 @@ class AsyncControlPlaneClient(_ClientBase):
         timeout_s: float | None = None,
         max_retries: int | None = None,
         metadata: Mapping[str, Any] | None = None,
+        cost_estimate: float | None = None,
     ) -> str:
         """See ``ControlPlaneClient.submit_task``."""
         return await self._call(
@@ -950,6 +975,7 @@ class AsyncControlPlaneClient(_ClientBase):
                 timeout_s,
                 max_retries,
                 metadata,
+                cost_estimate,
             )
         )
 

@@ -11,8 +11,10 @@ from aragora.client import AsyncControlPlaneClient, AuthenticationError
 from aragora.control_plane import (
     AgentNotFoundError,
     AgentStatus,
+    BudgetExceededError,
     InvalidStateError,
     LeaseLostError,
+    QuotaExceededError,
     TaskCancelledError,
     TaskFailedError,
     TaskNotFoundError,
@@ -20,6 +22,7 @@ from aragora.control_plane import (
     TaskStatus,
     ValidationError,
 )
+from aragora.control_plane.models import WorkspaceLimits
 from tests.client.inprocess import InProcess
 
 
@@ -165,3 +168,23 @@ async def test_health(client: AsyncControlPlaneClient) -> None:
     assert report.ok and report.status == "pass"
     assert "store" in report.checks
     assert await client.is_ready()
+
+
+async def test_limits_and_budget_answers_become_library_errors(
+    server: InProcess, client: AsyncControlPlaneClient
+) -> None:
+    await server.coordinator.set_workspace_limits(
+        "default", WorkspaceLimits(max_pending_tasks=1, budget=5.0)
+    )
+    await client.submit_task("t", {}, cost_estimate=2.0)
+    with pytest.raises(QuotaExceededError) as quota:
+        await client.submit_task("t", {})
+    assert (quota.value.quota, quota.value.limit, quota.value.current) == (
+        "max_pending_tasks",
+        1,
+        1,
+    )
+    await server.coordinator.set_workspace_limits("default", WorkspaceLimits(budget=5.0))
+    with pytest.raises(BudgetExceededError) as budget:
+        await client.submit_task("t", {}, cost_estimate=4.0)
+    assert (budget.value.limit, budget.value.used, budget.value.estimate) == (5.0, 2.0, 4.0)

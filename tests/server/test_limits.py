@@ -9,24 +9,24 @@ from aragora.control_plane.models import WorkspaceLimits
 from tests.server.conftest import API, assert_problem, register, submit
 
 
-async def test_pending_task_quota_is_429_and_writes_nothing(
+async def test_pending_task_quota_is_403_and_writes_nothing(
     client: httpx.AsyncClient, cp: ControlPlaneCoordinator
 ) -> None:
     await cp.set_workspace_limits("default", WorkspaceLimits(max_pending_tasks=1))
     await submit(client)
     response = await client.post(f"{API}/tasks/submit", json={"task_type": "t", "payload": 1})
-    problem = assert_problem(response, 429, "quota-exceeded")
+    problem = assert_problem(response, 403, "quota-exceeded")
     assert (problem["quota"], problem["limit"], problem["current"]) == ("max_pending_tasks", 1, 1)
     assert len((await client.get(f"{API}/tasks")).json()["tasks"]) == 1
 
 
-async def test_agent_quota_is_429(client: httpx.AsyncClient, cp: ControlPlaneCoordinator) -> None:
+async def test_agent_quota_is_403(client: httpx.AsyncClient, cp: ControlPlaneCoordinator) -> None:
     await cp.set_workspace_limits("default", WorkspaceLimits(max_agents=1))
     await register(client, "agent-1")
     response = await client.post(
         f"{API}/agents/register", json={"agent_id": "agent-2", "capabilities": [], "model": "m"}
     )
-    assert assert_problem(response, 429, "quota-exceeded")["quota"] == "max_agents"
+    assert assert_problem(response, 403, "quota-exceeded")["quota"] == "max_agents"
 
 
 async def test_workspace_payload_quota_is_413_naming_payload(

@@ -4,6 +4,7 @@ from aragora.control_plane.config import ControlPlaneConfig
 from aragora.control_plane.coordinator import ControlPlaneCoordinator
 from aragora.control_plane.errors import (
     AgentNotFoundError,
+    BudgetExceededError,
     ConfigError,
     ConflictError,
     ControlPlaneError,
@@ -11,6 +12,7 @@ from aragora.control_plane.errors import (
     LeaseLostError,
     NotFoundError,
     PayloadTooLargeError,
+    QuotaExceededError,
     StoreUnavailableError,
     TaskCancelledError,
     TaskFailedError,
@@ -38,6 +40,7 @@ __all__ = [
     "AttemptError",
     "BreakerInfo",
     "BreakerState",
+    "BudgetExceededError",
     "ConfigError",
     "ConflictError",
     "ControlPlaneConfig",
@@ -49,6 +52,7 @@ __all__ = [
     "LeaseLostError",
     "NotFoundError",
     "PayloadTooLargeError",
+    "QuotaExceededError",
     "StoreUnavailableError",
     "Task",
     "TaskCancelledError",

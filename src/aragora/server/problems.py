@@ -19,16 +19,17 @@ Quota problems add ``quota``, ``limit`` and ``current``; budget problems ``limit
     urn:aragora:problem:budget-exceeded    402     the workspace budget cannot cover the task
     urn:aragora:problem:payload-too-large  413     request body, payload, metadata or result too big
                                                    (also the workspace's payload quota)
-    urn:aragora:problem:quota-exceeded     429     a workspace quota (agents, pending tasks) is
-                                                   reached; retrying later may succeed
+    urn:aragora:problem:quota-exceeded     403     a workspace limit (agents, pending or running
+                                                   tasks) is reached; it names quota, limit, current
     urn:aragora:problem:unsupported-media-type 415 a body that is not sent as application/json
     urn:aragora:problem:validation-error   422     a field failed validation
     urn:aragora:problem:internal-error     500     a bug; details are logged, never sent
     urn:aragora:problem:store-unavailable  503     the store could not be reached; retry later
     about:blank                            404/405 unknown route, method not allowed
 
-A spent budget answers 402 rather than 429 because waiting does not help until the
-budget period rolls over, and clients retry 429 on their own.
+A reached limit answers 403 (retrying the same request does not help until something
+else changes) and a spent budget 402; 429 is kept for rate limits, which carry a
+``Retry-After``.
 
 The types are URNs rather than URLs because no documentation is served at a stable
 address yet; they are identifiers, not links.
@@ -202,7 +203,7 @@ def _quota_problem(exc: QuotaExceededError) -> ProblemResponse:
             limit_bytes=limit,
         )
     return problem(
-        429,
+        403,
         QUOTA_EXCEEDED,
         "Quota exceeded",
         str(exc),

@@ -80,7 +80,7 @@ OptionalName = Annotated[
     response_model=AgentOut,
     tags=["agents"],
     operation_id="registerAgent",
-    responses=problem_responses(429, *BODY_PROBLEMS),
+    responses=problem_responses(403, *BODY_PROBLEMS),
 )
 async def register_agent(body: RegisterAgentRequest, cp: Coordinator, ws: Workspace) -> Response:
     """Register an agent, or update one; tasks it still held go back to the queue."""
@@ -172,7 +172,7 @@ async def deregister_agent(agent_id: AgentId, cp: Coordinator, ws: Workspace) ->
     response_model=SubmitTaskOut,
     tags=["tasks"],
     operation_id="submitTask",
-    responses=problem_responses(402, 429, *BODY_PROBLEMS),
+    responses=problem_responses(402, 403, *BODY_PROBLEMS),
 )
 async def submit_task(body: SubmitTaskRequest, cp: Coordinator, ws: Workspace) -> Response:
     """Queue a task. 201 also when the idempotency key returned an existing task."""

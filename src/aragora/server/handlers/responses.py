@@ -30,7 +30,7 @@ _PROBLEM_DESCRIPTIONS = {
     402: "The workspace budget for the period cannot cover the task",
     415: "The body is not sent as application/json",
     422: "A field failed validation; the body names it",
-    429: "A workspace quota is reached",
+    403: "A workspace limit is reached; the body names the quota",
     503: "The store is unavailable",
 }
 
