@@ -113,3 +113,30 @@ class Workspace:
     plan: str = "standard"
     quotas: WorkspaceQuotas = field(default_factory=WorkspaceQuotas)
     created_at: float = 0.0
+    quota_overrides: tuple[tuple[str, int | None], ...] = ()
+    """The ``(quota field, value)`` pairs set over the plan, sorted by field; ``quotas``
+    already includes them. Kept apart so a change of plan keeps them."""
+
+
+@dataclass(frozen=True, slots=True)
+class TokenInfo:
+    """An API token as it may be shown: never its secret, never its hash.
+
+    Times are epoch seconds on the store clock; ``expires_at`` ``None`` means never.
+    """
+
+    token_id: str
+    workspace_id: str
+    role: Role
+    created_at: float
+    expires_at: float | None = None
+    revoked_at: float | None = None
+    created_by: str | None = None
+
+    def is_active(self, now: float) -> bool:
+        """Not revoked and not expired at ``now``."""
+        return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
+
+    def principal(self) -> Principal:
+        """The caller this token authenticates."""
+        return Principal(self.workspace_id, self.role, self.token_id)
