@@ -303,7 +303,7 @@ def reencrypt(
 class TaskDataRewriter(Protocol):
     """What ``rotate_tasks`` needs from a store.
 
-    ``list_tasks`` is the ``Store`` method. ``rewrite_task_data`` is one atomic store
+    Every ``aragora.store.Store`` is one. ``rewrite_task_data`` is one atomic store
     operation (a Lua script on Redis, one transaction on SQLite): for each field given
     as ``(expected, new)``, replace the stored value with ``new`` only if every given
     field still holds its ``expected`` value (compared as decoded JSON); change nothing

@@ -12,7 +12,6 @@ from aragora.control_plane import ControlPlaneCoordinator, Task, TaskPriority
 from aragora.crypto import PayloadCipher, RotationIncompleteError, is_encrypted, rotate_tasks
 from aragora.store.base import NewTask
 from tests.crypto.keys import new_key
-from tests.crypto.rewriters import StoreRewriter
 
 
 async def _submit_sealed(
@@ -36,10 +35,13 @@ async def _submit_sealed(
 
 
 async def _complete_sealed(cp: ControlPlaneCoordinator, cipher: PayloadCipher, result: Any) -> Task:
-    task = await cp.claim_task("agent")
+    """Claim and complete through a coordinator that seals results with ``cipher``; the
+    task comes back as stored (sealed)."""
+    sealing = ControlPlaneCoordinator(cp.config, store=cp.store, run_reaper=False, cipher=cipher)
+    task = await sealing.claim_task("agent")
     assert task is not None and task.lease_token is not None
-    envelope = cipher.encrypt(result, workspace_id="default", task_id=task.id, field="result")
-    return await cp.complete_task(task.id, envelope, lease_token=task.lease_token)
+    await sealing.complete_task(task.id, result, lease_token=task.lease_token)
+    return await cp.store.get_task("default", task.id)
 
 
 def _kid(value: Any) -> str:
@@ -61,7 +63,7 @@ async def test_rotation_reencrypts_old_envelopes_and_nothing_else(
     before = {t.id: t for t in (await cp.list_tasks(limit=100)).tasks}
 
     cipher = PayloadCipher.from_spec(f"new:{new_key()},old:{old_key}")
-    rewriter = StoreRewriter(cp.store)
+    rewriter = cp.store
     assert await rotate_tasks(rewriter, cipher, ["default"], page_size=2) == 5
 
     after = {t.id: t for t in (await cp.list_tasks(limit=100)).tasks}
@@ -97,7 +99,7 @@ async def test_envelopes_that_do_not_decrypt_are_reported_after_the_rest_is_rota
     lost_id = await _submit_sealed(cp, PayloadCipher.from_spec(f"lost:{new_key()}"), "gone")
     cipher = PayloadCipher.from_spec(f"new:{new_key()},old:{old_key}")
     with pytest.raises(RotationIncompleteError) as info:
-        await rotate_tasks(StoreRewriter(cp.store), cipher, ["default"])
+        await rotate_tasks(cp.store, cipher, ["default"])
     assert info.value.rotated == 1
     assert info.value.failed == [("default", lost_id, "payload")]
     assert _kid((await cp.get_task(good_id)).payload) == "new"
@@ -110,7 +112,7 @@ async def test_a_rewrite_is_conditional_on_the_value_being_unchanged(
     cipher = PayloadCipher.from_spec(f"k:{new_key()}")
     task_id = await _submit_sealed(cp, cipher, 1)
     current = (await cp.get_task(task_id)).payload
-    rewriter = StoreRewriter(cp.store)
+    rewriter = cp.store
     assert not await rewriter.rewrite_task_data("default", task_id, payload=({"x": 1}, "new"))
     assert not await rewriter.rewrite_task_data("default", "missing", payload=(current, "new"))
     assert (await cp.get_task(task_id)).payload == current

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Self
 
+from aragora.audit.log import AuditLog
 from aragora.control_plane.config import ControlPlaneConfig
 from aragora.control_plane.errors import ControlPlaneError
 from aragora.control_plane.health import HealthMonitor
@@ -36,6 +37,7 @@ from aragora.control_plane.models import (
 )
 from aragora.control_plane.registry import AgentRegistry
 from aragora.control_plane.scheduler import TaskScheduler
+from aragora.crypto import PayloadCipher
 from aragora.store import Store, TaskPage, create_store
 
 logger = logging.getLogger(__name__)
@@ -54,11 +56,16 @@ class ControlPlaneCoordinator:
         *,
         store: Store | None = None,
         run_reaper: bool = True,
+        cipher: PayloadCipher | None = None,
     ) -> None:
+        """``cipher`` encrypts task payloads and results at rest (see ``aragora.crypto``;
+        ``PayloadCipher.from_env()`` reads ``ARAGORA_ENCRYPTION_KEYS``)."""
         self.config = config or ControlPlaneConfig()
         self.store = store or create_store(self.config)
+        self.cipher = cipher
         self.registry = AgentRegistry(self.store, self.config)
-        self.scheduler = TaskScheduler(self.store, self.config)
+        self.scheduler = TaskScheduler(self.store, self.config, cipher)
+        self.audit = AuditLog.for_store(self.store)
         self.health = HealthMonitor(self.store, self.config)
         self._alert_hooks: list[Callable[[Alert], None]] = []
         self.store.add_alert_listener(self._on_alert)
@@ -91,6 +98,7 @@ class ControlPlaneCoordinator:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
+        await self.audit.close()
         if self._started:
             await self.store.close()
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import math
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aragora.control_plane.config import ControlPlaneConfig
 from aragora.control_plane.errors import (
@@ -23,7 +24,10 @@ from aragora.control_plane.models import (
     validate_name,
     validate_workspace_id,
 )
-from aragora.store.base import NewTask, Store, TaskPage
+from aragora.store.base import ClaimOutcome, NewTask, Store, TaskPage
+
+if TYPE_CHECKING:
+    from aragora.crypto import PayloadCipher
 
 MAX_IDEMPOTENCY_KEY_LENGTH = 256
 MAX_ERROR_LENGTH = 8192
@@ -37,9 +41,31 @@ class TaskScheduler:
     notifications before it reads, so a change between the read and the wait wakes it.
     """
 
-    def __init__(self, store: Store, config: ControlPlaneConfig) -> None:
+    def __init__(
+        self, store: Store, config: ControlPlaneConfig, cipher: PayloadCipher | None = None
+    ) -> None:
         self._store = store
         self._config = config
+        self._cipher = cipher
+
+    # -- encryption at rest ------------------------------------------------------------
+    def _seal(self, value: Any, workspace_id: str, task_id: str, field: str) -> Any:
+        if self._cipher is None:
+            return value
+        return self._cipher.encrypt(value, workspace_id=workspace_id, task_id=task_id, field=field)
+
+    def _open(self, task: Task) -> Task:
+        """The task with payload and result in clear (values stored before encryption was
+        turned on pass through)."""
+        if self._cipher is None:
+            return task
+        payload = self._cipher.decrypt_if_encrypted(
+            task.payload, workspace_id=task.workspace_id, task_id=task.id, field="payload"
+        )
+        result = self._cipher.decrypt_if_encrypted(
+            task.result, workspace_id=task.workspace_id, task_id=task.id, field="result"
+        )
+        return dataclasses.replace(task, payload=payload, result=result)
 
     async def submit(
         self,
@@ -60,6 +86,7 @@ class TaskScheduler:
         caps = normalize_capabilities(required_capabilities, "required_capabilities")
         prio = TaskPriority.parse(priority)
         payload_bytes = self.check_size("payload", payload)
+        _refuse_envelope("payload", payload)
         if cost_estimate is not None and not _is_cost(cost_estimate):
             raise ValidationError("cost_estimate", "must be a finite number of 0 or more")
         if idempotency_key is not None and (
@@ -85,11 +112,12 @@ class TaskScheduler:
         if metadata is not None and not isinstance(metadata, dict):
             raise ValidationError("metadata", "must be an object")
         self.check_size("metadata", metadata or {})
+        task_id = uuid.uuid4().hex
         new = NewTask(
-            id=uuid.uuid4().hex,
+            id=task_id,
             workspace_id=workspace_id,
             task_type=task_type,
-            payload=payload,
+            payload=self._seal(payload, workspace_id, task_id, "payload"),
             priority=prio,
             required_capabilities=caps,
             timeout_s=float(timeout),
@@ -100,7 +128,7 @@ class TaskScheduler:
             cost_estimate=None if cost_estimate is None else float(cost_estimate),
         )
         task, _created = await self._store.submit(new)
-        return task
+        return dataclasses.replace(task, payload=payload) if _created else self._open(task)
 
     def check_size(self, field: str, value: Any) -> int:
         """Encoded size in bytes if JSON-encodable and within ``max_payload_bytes``,
@@ -130,9 +158,9 @@ class TaskScheduler:
         deadline = loop.time() + wait_s
         async with self._store.watch_ready(workspace_id) as watch:
             while True:
-                outcome = await self._store.claim(workspace_id, agent_id)
+                outcome: ClaimOutcome = await self._store.claim(workspace_id, agent_id)
                 if outcome.task is not None:
-                    return outcome.task
+                    return self._open(outcome.task)
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     return None
@@ -152,6 +180,7 @@ class TaskScheduler:
         validate_workspace_id(workspace_id)
         self._check_ids(task_id, lease_token)
         self.check_size("result", result)
+        _refuse_envelope("result", result)
         if cost is not None and (
             isinstance(cost, bool)
             or not isinstance(cost, int | float)
@@ -159,9 +188,11 @@ class TaskScheduler:
             or cost < 0
         ):
             raise ValidationError("cost", "must be a finite number of 0 or more")
-        return await self._store.complete(
-            workspace_id, task_id, lease_token, result, None if cost is None else float(cost)
+        sealed = self._seal(result, workspace_id, task_id, "result")
+        task = await self._store.complete(
+            workspace_id, task_id, lease_token, sealed, None if cost is None else float(cost)
         )
+        return self._open(task)
 
     async def fail(
         self,
@@ -176,24 +207,25 @@ class TaskScheduler:
         self._check_ids(task_id, lease_token)
         if not isinstance(error, str):
             raise ValidationError("error", "must be a string")
-        return await self._store.fail(
+        task = await self._store.fail(
             workspace_id, task_id, lease_token, error[:MAX_ERROR_LENGTH], bool(retryable)
         )
+        return self._open(task)
 
     async def cancel(self, task_id: str, *, workspace_id: str = "default") -> Task:
         validate_workspace_id(workspace_id)
         self._check_task_id(task_id)
-        return await self._store.cancel(workspace_id, task_id)
+        return self._open(await self._store.cancel(workspace_id, task_id))
 
     async def retry(self, task_id: str, *, workspace_id: str = "default") -> Task:
         validate_workspace_id(workspace_id)
         self._check_task_id(task_id)
-        return await self._store.retry(workspace_id, task_id)
+        return self._open(await self._store.retry(workspace_id, task_id))
 
     async def get(self, task_id: str, *, workspace_id: str = "default") -> Task:
         validate_workspace_id(workspace_id)
         self._check_task_id(task_id)
-        return await self._store.get_task(workspace_id, task_id)
+        return self._open(await self._store.get_task(workspace_id, task_id))
 
     async def list(
         self,
@@ -213,9 +245,10 @@ class TaskScheduler:
             or not 1 <= limit <= MAX_LIST_LIMIT
         ):
             raise ValidationError("limit", f"must be an integer from 1 to {MAX_LIST_LIMIT}")
-        return await self._store.list_tasks(
+        page = await self._store.list_tasks(
             workspace_id, status=status, task_type=task_type, limit=limit, cursor=cursor
         )
+        return TaskPage([self._open(t) for t in page.tasks], page.next_cursor)
 
     async def wait(self, task_id: str, timeout_s: float, *, workspace_id: str = "default") -> Task:
         """Wait until the task is terminal and return it; TimeoutError when the wait ends."""
@@ -227,7 +260,7 @@ class TaskScheduler:
             while True:
                 task = await self._store.get_task(workspace_id, task_id)
                 if task.is_terminal:
-                    return task
+                    return self._open(task)
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     raise TimeoutError(f"task {task_id!r} not finished within {timeout_s}s")
@@ -262,3 +295,11 @@ def _is_cost(value: object) -> bool:
         and math.isfinite(value)
         and value >= 0
     )
+
+
+def _refuse_envelope(field: str, value: Any) -> None:
+    """A value shaped like an encryption envelope would be mistaken for one when read."""
+    from aragora.crypto import is_encrypted
+
+    if is_encrypted(value):
+        raise ValidationError(field, "must not have the shape of an encryption envelope")

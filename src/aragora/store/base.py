@@ -229,6 +229,19 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def counts(self, workspace_id: str) -> TaskCounts: ...
 
+    @abc.abstractmethod
+    async def rewrite_task_data(
+        self,
+        workspace_id: str,
+        task_id: str,
+        *,
+        payload: tuple[Any, Any] | None = None,
+        result: tuple[Any, Any] | None = None,
+    ) -> bool:
+        """Atomically replace the stored payload and/or result, each given as
+        ``(expected, new)``, only if every given field still holds its expected value.
+        False when the task is gone or changed; never creates a task (key rotation)."""
+
     # -- agents --------------------------------------------------------------------
     @abc.abstractmethod
     async def register_agent(

@@ -72,6 +72,7 @@ _SCRIPT_NAMES = (
     "heartbeat",
     "deregister",
     "reap",
+    "rewrite",
 )
 REAP_BATCH = 500
 POOL_WAIT_S = 10.0
@@ -88,6 +89,10 @@ def _ms_to_s(value: str | None) -> float | None:
     if value is None or value == "":
         return None
     return int(value) / 1000
+
+
+def _compact_json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
 
 
 def _pairs(flat: Sequence[Any]) -> dict[str, str]:
@@ -435,6 +440,23 @@ class RedisStore(Store):
     async def retry(self, workspace_id: str, task_id: str) -> Task:
         reply = await self._run("retry", workspace_id, task_id)
         return self._task_reply(reply, workspace_id, task_id)
+
+    async def rewrite_task_data(
+        self,
+        workspace_id: str,
+        task_id: str,
+        *,
+        payload: tuple[Any, Any] | None = None,
+        result: tuple[Any, Any] | None = None,
+    ) -> bool:
+        args: list[str] = []
+        for name, change in (("payload", payload), ("result", result)):
+            if change is not None:
+                expected, new = change
+                args += [name, _compact_json(expected), _compact_json(new)]
+        if not args:
+            return False
+        return bool(await self._run("rewrite", workspace_id, task_id, *args))
 
     async def get_task(self, workspace_id: str, task_id: str) -> Task:
         key = self._base(workspace_id) + "t:" + task_id

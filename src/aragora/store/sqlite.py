@@ -423,6 +423,40 @@ class SqliteStore(Store):
 
         return await self._run(job)
 
+    async def rewrite_task_data(
+        self,
+        workspace_id: str,
+        task_id: str,
+        *,
+        payload: tuple[Any, Any] | None = None,
+        result: tuple[Any, Any] | None = None,
+    ) -> bool:
+        changes = {
+            column: change
+            for column, change in (("payload", payload), ("result", result))
+            if change is not None
+        }
+
+        def body(conn: sqlite3.Connection, _now: float) -> bool:
+            row = conn.execute(
+                "SELECT payload, result FROM tasks WHERE workspace_id = ? AND id = ?",
+                (workspace_id, task_id),
+            ).fetchone()
+            if row is None or not changes:
+                return False
+            for column, (expected, _new) in changes.items():
+                stored = row[column]
+                if (None if stored is None else json.loads(stored)) != expected:
+                    return False
+            for column, (_expected, new) in changes.items():
+                conn.execute(
+                    f"UPDATE tasks SET {column} = ? WHERE workspace_id = ? AND id = ?",
+                    (json.dumps(new), workspace_id, task_id),
+                )
+            return True
+
+        return await self.transaction(body)
+
     # -- limits and spend ----------------------------------------------------------
     async def set_workspace_limits(self, workspace_id: str, limits: WorkspaceLimits) -> None:
         def body(conn: sqlite3.Connection, _now: float) -> None:
