@@ -399,6 +399,7 @@ async def test_manual_retry_requeues_a_failed_task_with_fresh_budget(
     await cp.fail_task(task_id, "once", lease_token=task.lease_token)
     retried = await cp.retry_task(task_id)
     assert retried.status is TaskStatus.PENDING and retried.error is None
+    assert retried.agent_id is None and retried.lease_token is None
     assert retried.finished_at is None and len(retried.errors) == 1
     again = await cp.claim_task("a")
     assert again is not None and again.id == task_id and again.attempt == 2 and again.lease_token

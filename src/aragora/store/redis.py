@@ -16,7 +16,6 @@ import json
 import logging
 import random
 import secrets
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from importlib import resources
@@ -73,6 +72,7 @@ _SCRIPT_NAMES = (
     "deregister",
     "reap",
     "rewrite",
+    "counts",
 )
 REAP_BATCH = 500
 POOL_WAIT_S = 10.0
@@ -524,18 +524,9 @@ class RedisStore(Store):
         return seq
 
     async def counts(self, workspace_id: str) -> TaskCounts:
-        base = self._base(workspace_id)
-        now_ms = round((time.time() + self.clock_offset_s) * 1000)
-
-        async def fetch() -> list[int]:
-            pipe = self._client.pipeline(transaction=False)
-            for status in TaskStatus:
-                pipe.zcard(base + "idx:" + status.value)
-            pipe.zcount(base + "delayed", f"({now_ms}", "+inf")
-            values: list[int] = await pipe.execute()
-            return values
-
-        pending, running, completed, failed, cancelled, delayed = await self._call(fetch)
+        pending, running, completed, failed, cancelled, delayed = await self._run(
+            "counts", workspace_id
+        )
         return TaskCounts(pending, delayed, running, completed, failed, cancelled)
 
     # -- agents --------------------------------------------------------------------

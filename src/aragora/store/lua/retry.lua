@@ -7,7 +7,7 @@ local tk = tkey(id)
 local h = redis.call('HMGET', tk, 'status', 'caps', 'prio', 'seq', 'attempt', 'max_retries')
 if not h[1] then return { 'err', 'task_not_found' } end
 if h[1] ~= 'failed' then return { 'err', 'invalid_state' } end
-redis.call('HSET', tk, 'status', 'pending', 'error', '', 'finished', '',
+redis.call('HSET', tk, 'status', 'pending', 'error', '', 'finished', '', 'agent', '',
   'allowed', tonumber(h[5]) + 1 + tonumber(h[6]))
 redis.call('ZREM', B .. 'done', id)
 enqueue(id, h[2], h[3], h[4])
