@@ -1,0 +1,1 @@
+"""Helpers of the control-plane tests: a worker run as a separate process."""
