@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bench import throughput
+from bench import http, throughput
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,9 +23,17 @@ def main(argv: list[str] | None = None) -> int:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
     )
+    http.add_arguments(
+        commands.add_parser(
+            "http",
+            help="requests per second through aragora serve: submit, claim + complete",
+            description=http.__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+    )
     args = parser.parse_args(argv)
-    if args.command != "throughput":
-        parser.error(f"unknown command {args.command!r}")
+    if args.command == "http":
+        return http.main(args)
     return throughput.main(args)
 
 
