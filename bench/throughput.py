@@ -37,7 +37,7 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
-from aragora.control_plane import ControlPlaneConfig, ControlPlaneCoordinator
+from aragora.control_plane import ControlPlaneConfig, ControlPlaneCoordinator, TaskSpec
 
 STORES = ("sqlite", "redis")
 WARMUP_TASKS = 20
@@ -81,12 +81,35 @@ async def _run_tasks(cp: ControlPlaneCoordinator, n: int, workspace_id: str) -> 
         )
 
 
-async def control_plane_seconds(config: ControlPlaneConfig, n: int) -> float:
-    """Wall time of ``n`` tasks through submit -> claim -> complete on ``config``'s store."""
+async def _run_batches(cp: ControlPlaneCoordinator, n: int, workspace_id: str, batch: int) -> None:
+    agent = "bench-agent"
+    await cp.register_agent(
+        agent, [], model="bench", workspace_id=workspace_id, max_concurrent_tasks=batch
+    )
+    for start in range(0, n, batch):
+        specs = [TaskSpec("bench", {"i": i}) for i in range(start, min(start + batch, n))]
+        await cp.submit_tasks(specs, workspace_id=workspace_id)
+    done = 0
+    while done < n:
+        tasks = await cp.claim_tasks(agent, max_tasks=batch, workspace_id=workspace_id)
+        if not tasks:
+            raise RuntimeError("submitted tasks could not be claimed")
+        items = [(t.id, {"ok": True}, t.lease_token or "") for t in tasks]
+        await cp.complete_tasks(items, workspace_id=workspace_id)
+        done += len(tasks)
+
+
+async def control_plane_seconds(config: ControlPlaneConfig, n: int, batch: int = 1) -> float:
+    """Wall time of ``n`` tasks through submit -> claim -> complete on ``config``'s store,
+    one task per call, or with ``batch`` > 1 through the batch operations (submit_tasks,
+    claim_tasks, complete_tasks) that many at a time."""
     async with ControlPlaneCoordinator(config, run_reaper=False) as cp:
         await _run_tasks(cp, WARMUP_TASKS, "warmup")
         start = time.perf_counter()
-        await _run_tasks(cp, n, "default")
+        if batch > 1:
+            await _run_batches(cp, n, "default", batch)
+        else:
+            await _run_tasks(cp, n, "default")
         elapsed = time.perf_counter() - start
         counts = await cp.store.counts("default")
         if counts.completed != n:
@@ -154,24 +177,28 @@ async def _delete_prefix(url: str, prefix: str) -> None:
         await client.aclose()
 
 
-async def measure(store: str, n: int, redis_url: str = DEFAULT_REDIS_URL) -> Measurement:
+async def measure(
+    store: str, n: int, redis_url: str = DEFAULT_REDIS_URL, batch: int = 1
+) -> Measurement:
     """Measure one store (``"sqlite"`` in a temporary directory, or ``"redis"`` under a
-    key prefix of its own that is removed afterwards)."""
+    key prefix of its own that is removed afterwards); ``batch`` > 1 uses the batch
+    operations. The floor is always one unbatched round trip per transition."""
+    label = store if batch <= 1 else f"{store}, batches of {batch}"
     if store == "sqlite":
         with tempfile.TemporaryDirectory(prefix="aragora-bench-") as tmp:
             config = ControlPlaneConfig(store_url=f"sqlite:///{Path(tmp) / 'state.db'}")
-            seconds = await control_plane_seconds(config, n)
+            seconds = await control_plane_seconds(config, n, batch)
             floor_seconds = sqlite_floor_seconds(Path(tmp) / "floor.db", n)
-        return Measurement(store, n, seconds, "raw sqlite3: 3 transactions/task", floor_seconds)
+        return Measurement(label, n, seconds, "raw sqlite3: 3 transactions/task", floor_seconds)
     if store == "redis":
         prefix = f"aragora:bench:{uuid.uuid4().hex[:12]}:"
         config = ControlPlaneConfig(redis_url=redis_url, key_prefix=prefix)
         try:
-            seconds = await control_plane_seconds(config, n)
+            seconds = await control_plane_seconds(config, n, batch)
             floor_seconds = await redis_floor_seconds(redis_url, prefix + "floor:", n)
         finally:
             await _delete_prefix(redis_url, prefix)
-        return Measurement(store, n, seconds, "redis-py: 3 HSET round trips/task", floor_seconds)
+        return Measurement(label, n, seconds, "redis-py: 3 HSET round trips/task", floor_seconds)
     raise ValueError(f"unknown store {store!r}; expected one of {', '.join(STORES)}")
 
 
@@ -203,13 +230,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="Redis server for the redis store (default: $ARAGORA_REDIS_URL, "
         f"$ARAGORA_TEST_REDIS_URL or {DEFAULT_REDIS_URL})",
     )
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=100,
+        help="also measure the batch operations this many at a time; 1 to skip "
+        "(default: %(default)s)",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
     if args.tasks < 1:
         raise SystemExit("--tasks must be at least 1")
     stores = list(STORES) if args.store == "both" else [args.store]
-    results = [asyncio.run(measure(store, args.tasks, args.redis_url)) for store in stores]
+    batches = [1] if args.batch <= 1 else [1, args.batch]
+    results = [
+        asyncio.run(measure(store, args.tasks, args.redis_url, batch))
+        for store in stores
+        for batch in batches
+    ]
     print(
         "Throughput, submit -> claim -> complete: one coordinator and one agent in one "
         f"process (Python {platform.python_version()}, {platform.system()} "

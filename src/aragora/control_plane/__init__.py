@@ -34,6 +34,7 @@ from aragora.control_plane.models import (
     Task,
     TaskCounts,
     TaskPriority,
+    TaskSpec,
     TaskStatus,
 )
 
@@ -64,6 +65,7 @@ __all__ = [
     "TaskFailedError",
     "TaskNotFoundError",
     "TaskPriority",
+    "TaskSpec",
     "TaskStatus",
     "ValidationError",
 ]

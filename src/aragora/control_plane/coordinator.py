@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any, Self
 
@@ -31,6 +31,7 @@ from aragora.control_plane.models import (
     SpendReport,
     Task,
     TaskPriority,
+    TaskSpec,
     TaskStatus,
     WorkspaceLimits,
     validate_workspace_id,
@@ -190,6 +191,36 @@ class ControlPlaneCoordinator:
             cost_estimate=cost_estimate,
         )
         return task.id
+
+    async def submit_tasks(
+        self, tasks: Sequence[TaskSpec], *, workspace_id: str = "default"
+    ) -> list[str | ControlPlaneError]:
+        """Submit a batch in as few round trips as the store allows: each item's task id,
+        or the error (quota, budget) that refused that one task. Every task is validated
+        before anything is written."""
+        outcomes = await self.scheduler.submit_many(tasks, workspace_id=workspace_id)
+        return [o if isinstance(o, ControlPlaneError) else o.id for o in outcomes]
+
+    async def claim_tasks(
+        self,
+        agent_id: str,
+        *,
+        max_tasks: int,
+        wait_s: float = 0.0,
+        workspace_id: str = "default",
+    ) -> list[Task]:
+        """Lease up to ``max_tasks`` tasks in one store operation (at most the agent's
+        free capacity), waiting up to ``wait_s`` for at least one."""
+        return await self.scheduler.claim_many(
+            agent_id, max_tasks=max_tasks, wait_s=wait_s, workspace_id=workspace_id
+        )
+
+    async def complete_tasks(
+        self, completions: Sequence[tuple[str, Any, str]], *, workspace_id: str = "default"
+    ) -> list[Task | ControlPlaneError]:
+        """Complete ``(task_id, result, lease_token)`` items in as few round trips as the
+        store allows; each item is the completed task or the error that refused it."""
+        return await self.scheduler.complete_many(completions, workspace_id=workspace_id)
 
     async def claim_task(
         self, agent_id: str, *, wait_s: float = 0.0, workspace_id: str = "default"

@@ -145,6 +145,22 @@ class Task:
 
 
 @dataclass(frozen=True, slots=True)
+class TaskSpec:
+    """One task of a batch submission (``submit_tasks``); the fields mean what the
+    arguments of ``submit_task`` mean."""
+
+    task_type: str
+    payload: Any
+    required_capabilities: tuple[str, ...] | list[str] = ()
+    priority: TaskPriority | str = TaskPriority.NORMAL
+    idempotency_key: str | None = None
+    timeout_s: float | None = None
+    max_retries: int | None = None
+    metadata: dict[str, Any] | None = None
+    cost_estimate: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class AgentInfo:
     """A registered agent as the registry sees it."""
 

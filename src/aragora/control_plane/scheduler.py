@@ -7,10 +7,12 @@ import dataclasses
 import json
 import math
 import uuid
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from aragora.control_plane.config import ControlPlaneConfig
 from aragora.control_plane.errors import (
+    ControlPlaneError,
     PayloadTooLargeError,
     TaskCancelledError,
     TaskFailedError,
@@ -19,6 +21,7 @@ from aragora.control_plane.errors import (
 from aragora.control_plane.models import (
     Task,
     TaskPriority,
+    TaskSpec,
     TaskStatus,
     normalize_capabilities,
     validate_name,
@@ -32,6 +35,7 @@ if TYPE_CHECKING:
 MAX_IDEMPOTENCY_KEY_LENGTH = 256
 MAX_ERROR_LENGTH = 8192
 MAX_LIST_LIMIT = 1000
+MAX_BATCH = 1000
 
 
 class TaskScheduler:
@@ -82,11 +86,57 @@ class TaskScheduler:
         cost_estimate: float | None = None,
     ) -> Task:
         validate_workspace_id(workspace_id)
-        validate_name(task_type, "task_type")
-        caps = normalize_capabilities(required_capabilities, "required_capabilities")
-        prio = TaskPriority.parse(priority)
-        payload_bytes = self.check_size("payload", payload)
-        _refuse_envelope("payload", payload)
+        spec = TaskSpec(
+            task_type,
+            payload,
+            required_capabilities,
+            priority,
+            idempotency_key,
+            timeout_s,
+            max_retries,
+            metadata,
+            cost_estimate,
+        )
+        new = self._new_task(spec, workspace_id)
+        task, created = await self._store.submit(new)
+        return dataclasses.replace(task, payload=payload) if created else self._open(task)
+
+    async def submit_many(
+        self, specs: Sequence[TaskSpec], *, workspace_id: str = "default"
+    ) -> list[Task | ControlPlaneError]:
+        """Submit a batch in as few store round trips as the store allows. Every task is
+        validated first (a ValidationError names ``tasks[i].<field>`` and nothing is
+        written); a task the store refuses (quota, budget) is answered by its error in
+        its place, the others are submitted."""
+        validate_workspace_id(workspace_id)
+        if not 0 < len(specs) <= MAX_BATCH:
+            raise ValidationError("tasks", f"must hold 1 to {MAX_BATCH} tasks")
+        news = []
+        for index, spec in enumerate(specs):
+            try:
+                news.append(self._new_task(spec, workspace_id))
+            except ValidationError as exc:
+                raise ValidationError(f"tasks[{index}].{exc.field}", exc.reason) from None
+        outcomes = await self._store.submit_many(news)
+        opened: list[Task | ControlPlaneError] = []
+        for spec, outcome in zip(specs, outcomes, strict=True):
+            if isinstance(outcome, ControlPlaneError):
+                opened.append(outcome)
+            else:
+                task, created = outcome
+                opened.append(
+                    dataclasses.replace(task, payload=spec.payload) if created else self._open(task)
+                )
+        return opened
+
+    def _new_task(self, spec: TaskSpec, workspace_id: str) -> NewTask:
+        """Validate one submission and seal its payload (nothing is written)."""
+        validate_name(spec.task_type, "task_type")
+        caps = normalize_capabilities(spec.required_capabilities, "required_capabilities")
+        prio = TaskPriority.parse(spec.priority)
+        payload_bytes = self.check_size("payload", spec.payload)
+        _refuse_envelope("payload", spec.payload)
+        cost_estimate, idempotency_key = spec.cost_estimate, spec.idempotency_key
         if cost_estimate is not None and not _is_cost(cost_estimate):
             raise ValidationError("cost_estimate", "must be a finite number of 0 or more")
         if idempotency_key is not None and (
@@ -97,7 +147,7 @@ class TaskScheduler:
                 "idempotency_key",
                 f"must be a string of 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} characters",
             )
-        timeout = self._config.task_timeout if timeout_s is None else timeout_s
+        timeout = self._config.task_timeout if spec.timeout_s is None else spec.timeout_s
         if (
             isinstance(timeout, bool)
             or not isinstance(timeout, int | float)
@@ -106,18 +156,19 @@ class TaskScheduler:
             raise ValidationError(
                 "timeout_s", "must be a number of seconds above 0 and at most 7 days"
             )
-        retries = self._config.max_task_retries if max_retries is None else max_retries
+        retries = self._config.max_task_retries if spec.max_retries is None else spec.max_retries
         if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= 100:
             raise ValidationError("max_retries", "must be an integer from 0 to 100")
+        metadata = spec.metadata
         if metadata is not None and not isinstance(metadata, dict):
             raise ValidationError("metadata", "must be an object")
         self.check_size("metadata", metadata or {})
         task_id = uuid.uuid4().hex
-        new = NewTask(
+        return NewTask(
             id=task_id,
             workspace_id=workspace_id,
-            task_type=task_type,
-            payload=self._seal(payload, workspace_id, task_id, "payload"),
+            task_type=spec.task_type,
+            payload=self._seal(spec.payload, workspace_id, task_id, "payload"),
             priority=prio,
             required_capabilities=caps,
             timeout_s=float(timeout),
@@ -127,8 +178,6 @@ class TaskScheduler:
             payload_bytes=payload_bytes,
             cost_estimate=None if cost_estimate is None else float(cost_estimate),
         )
-        task, _created = await self._store.submit(new)
-        return dataclasses.replace(task, payload=payload) if _created else self._open(task)
 
     def check_size(self, field: str, value: Any) -> int:
         """Encoded size in bytes if JSON-encodable and within ``max_payload_bytes``,
@@ -150,20 +199,41 @@ class TaskScheduler:
         self, agent_id: str, *, wait_s: float = 0.0, workspace_id: str = "default"
     ) -> Task | None:
         """Lease the best task the agent may run, waiting up to ``wait_s`` for one."""
+        tasks = await self.claim_many(
+            agent_id, max_tasks=1, wait_s=wait_s, workspace_id=workspace_id
+        )
+        return tasks[0] if tasks else None
+
+    async def claim_many(
+        self,
+        agent_id: str,
+        *,
+        max_tasks: int,
+        wait_s: float = 0.0,
+        workspace_id: str = "default",
+    ) -> list[Task]:
+        """Lease up to ``max_tasks`` of the best tasks the agent may run (never past its
+        free capacity) in one store operation, waiting up to ``wait_s`` for at least one."""
         validate_workspace_id(workspace_id)
         validate_name(agent_id, "agent_id")
         if not isinstance(wait_s, int | float) or not 0 <= wait_s <= 3600 or math.isnan(wait_s):
             raise ValidationError("wait_s", "must be between 0 and 3600 seconds")
+        if (
+            isinstance(max_tasks, bool)
+            or not isinstance(max_tasks, int)
+            or not 0 < max_tasks <= MAX_BATCH
+        ):
+            raise ValidationError("max_tasks", f"must be an integer from 1 to {MAX_BATCH}")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
         async with self._store.watch_ready(workspace_id) as watch:
             while True:
-                outcome: ClaimOutcome = await self._store.claim(workspace_id, agent_id)
-                if outcome.task is not None:
-                    return self._open(outcome.task)
+                outcome: ClaimOutcome = await self._store.claim(workspace_id, agent_id, max_tasks)
+                if outcome.tasks:
+                    return [self._open(task) for task in outcome.tasks]
                 remaining = deadline - loop.time()
                 if remaining <= 0:
-                    return None
+                    return []
                 if outcome.next_due_in_s is not None:
                     remaining = min(remaining, max(outcome.next_due_in_s, 0.001))
                 await watch.wait(remaining)
@@ -193,6 +263,29 @@ class TaskScheduler:
             workspace_id, task_id, lease_token, sealed, None if cost is None else float(cost)
         )
         return self._open(task)
+
+    async def complete_many(
+        self, completions: Sequence[tuple[str, Any, str]], *, workspace_id: str = "default"
+    ) -> list[Task | ControlPlaneError]:
+        """Complete ``(task_id, result, lease_token)`` items in as few store round trips as
+        the store allows; each is its own atomic step, and a refused one (lease lost,
+        cancelled, unknown) is answered by its error in its place."""
+        validate_workspace_id(workspace_id)
+        if not 0 < len(completions) <= MAX_BATCH:
+            raise ValidationError("completions", f"must hold 1 to {MAX_BATCH} items")
+        items: list[tuple[str, str, Any, float | None]] = []
+        for index, (task_id, result, lease_token) in enumerate(completions):
+            try:
+                self._check_ids(task_id, lease_token)
+                self.check_size("result", result)
+                _refuse_envelope("result", result)
+            except ValidationError as exc:
+                raise ValidationError(f"completions[{index}].{exc.field}", exc.reason) from None
+            items.append(
+                (task_id, lease_token, self._seal(result, workspace_id, task_id, "result"), None)
+            )
+        outcomes = await self._store.complete_many(workspace_id, items)
+        return [o if isinstance(o, ControlPlaneError) else self._open(o) for o in outcomes]
 
     async def fail(
         self,
@@ -303,3 +396,7 @@ def _refuse_envelope(field: str, value: Any) -> None:
 
     if is_encrypted(value):
         raise ValidationError(field, "must not have the shape of an encryption envelope")
+
+
+def _is_count(value: object, upper: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= upper

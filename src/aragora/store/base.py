@@ -80,6 +80,14 @@ from types import TracebackType
 from typing import Any, Self
 
 from aragora.control_plane.config import ControlPlaneConfig
+from aragora.control_plane.errors import (
+    BudgetExceededError,
+    ConflictError,
+    ControlPlaneError,
+    NotFoundError,
+    QuotaExceededError,
+    TaskCancelledError,
+)
 from aragora.control_plane.models import (
     AgentInfo,
     AgentStatus,
@@ -117,10 +125,15 @@ class NewTask:
 
 @dataclass(frozen=True, slots=True)
 class ClaimOutcome:
-    """A claimed task, or None and how long until the next delayed task is due (if any)."""
+    """Claimed tasks (best first), or none and how long until the next delayed task is
+    due (if any)."""
 
-    task: Task | None
+    tasks: tuple[Task, ...]
     next_due_in_s: float | None = None
+
+    @property
+    def task(self) -> Task | None:
+        return self.tasks[0] if self.tasks else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,8 +204,38 @@ class Store(abc.ABC):
         return the existing task and False and create nothing."""
 
     @abc.abstractmethod
-    async def claim(self, workspace_id: str, agent_id: str) -> ClaimOutcome:
-        """Lease the best matching task to the agent. AgentNotFoundError if unknown."""
+    async def claim(self, workspace_id: str, agent_id: str, max_tasks: int = 1) -> ClaimOutcome:
+        """Lease the best matching tasks to the agent, at most ``max_tasks`` and never past
+        its free capacity, in one atomic step (equal to that many claims in a row).
+        AgentNotFoundError if unknown."""
+
+    async def submit_many(
+        self, tasks: Sequence[NewTask]
+    ) -> list[tuple[Task, bool] | ControlPlaneError]:
+        """Submit each task as its own atomic step, in as few round trips as the store
+        allows; a refused task (quota, budget) is answered by its error in its place."""
+        outcomes: list[tuple[Task, bool] | ControlPlaneError] = []
+        for task in tasks:
+            try:
+                outcomes.append(await self.submit(task))
+            except (QuotaExceededError, BudgetExceededError) as exc:
+                outcomes.append(exc)
+        return outcomes
+
+    async def complete_many(
+        self, workspace_id: str, items: Sequence[tuple[str, str, Any, float | None]]
+    ) -> list[Task | ControlPlaneError]:
+        """Complete each ``(task_id, lease_token, result, cost)`` as its own atomic step;
+        a refused completion (lease lost, cancelled, unknown) is answered by its error."""
+        outcomes: list[Task | ControlPlaneError] = []
+        for task_id, lease_token, result, cost in items:
+            try:
+                outcomes.append(
+                    await self.complete(workspace_id, task_id, lease_token, result, cost)
+                )
+            except (NotFoundError, ConflictError, TaskCancelledError) as exc:
+                outcomes.append(exc)
+        return outcomes
 
     @abc.abstractmethod
     async def complete(

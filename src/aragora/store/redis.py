@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import inspect
 import json
 import logging
 import random
@@ -29,8 +30,11 @@ from aragora.control_plane.config import ControlPlaneConfig
 from aragora.control_plane.errors import (
     AgentNotFoundError,
     BudgetExceededError,
+    ConflictError,
+    ControlPlaneError,
     InvalidStateError,
     LeaseLostError,
+    NotFoundError,
     QuotaExceededError,
     StoreUnavailableError,
     TaskCancelledError,
@@ -93,6 +97,10 @@ def _ms_to_s(value: str | None) -> float | None:
 
 def _compact_json(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
+
+
+def _complete_args(task_id: str, lease_token: str, result: Any, cost: float | None) -> list[Any]:
+    return [task_id, lease_token, _compact_json(result), "" if cost is None else repr(cost)]
 
 
 def _pairs(flat: Sequence[Any]) -> dict[str, str]:
@@ -176,10 +184,14 @@ class RedisStore(Store):
             raise StoreUnavailableError("store is not open")
         return self._redis
 
-    async def _call(self, operation: Callable[[], Awaitable[Any]]) -> Any:
-        """Run one Redis operation, translating driver errors at the boundary."""
+    async def _call(self, operation: Callable[[], Awaitable[Any] | Any]) -> Any:
+        """Run one Redis operation, translating driver errors at the boundary.
+
+        redis-py's asyncio methods are typed as "awaitable or value" in some releases,
+        so the result is awaited when it is awaitable."""
         try:
-            return await operation()
+            result = operation()
+            return await result if inspect.isawaitable(result) else result
         except RedisError as exc:
             raise StoreUnavailableError(f"redis: {exc}") from exc
         except OSError as exc:
@@ -203,7 +215,7 @@ class RedisStore(Store):
         """The test clock offset to pass to scripts that read ``TIME``."""
         return round(self.clock_offset_s * 1000)
 
-    async def call(self, operation: Callable[[], Awaitable[Any]]) -> Any:
+    async def call(self, operation: Callable[[], Awaitable[Any] | Any]) -> Any:
         """Run one Redis operation, translating driver errors into StoreUnavailableError."""
         return await self._call(operation)
 
@@ -214,16 +226,39 @@ class RedisStore(Store):
         seconds, micros = await self._call(self._client.time)
         return float(seconds) + float(micros) / 1_000_000 + self.clock_offset_s
 
-    async def _run(self, name: str, workspace_id: str, *args: Any) -> Any:
-        argv = [
+    def _argv(self, workspace_id: str, args: Sequence[Any]) -> list[Any]:
+        """The ARGV every script starts with (see ``lua/_lib.lua``), then ``args``."""
+        return [
             round(self.clock_offset_s * 1000),
             self._channel(workspace_id),
             self._settings,
             random.randrange(1, 2**31),
             *args,
         ]
+
+    async def _run(self, name: str, workspace_id: str, *args: Any) -> Any:
+        argv = self._argv(workspace_id, args)
         script = self._scripts[name]
         return await self._call(lambda: script(keys=[self._base(workspace_id)], args=argv))
+
+    async def _run_many(self, name: str, calls: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:
+        """Run ``name`` once per ``(workspace_id, args)`` in one pipelined round trip; each
+        run is still its own atomic script."""
+        script = self._scripts[name]
+
+        async def send() -> list[Any]:
+            pipe = self._client.pipeline(transaction=False)
+            for workspace_id, args in calls:
+                await script(
+                    keys=[self._base(workspace_id)],
+                    args=self._argv(workspace_id, args),
+                    client=pipe,
+                )
+            replies: list[Any] = await pipe.execute()
+            return replies
+
+        replies: list[Any] = await self._call(send)
+        return replies
 
     async def _remember_workspace(self, workspace_id: str) -> None:
         if workspace_id not in self._known_workspaces:
@@ -359,13 +394,31 @@ class RedisStore(Store):
     # -- tasks ---------------------------------------------------------------------
     async def submit(self, task: NewTask) -> tuple[Task, bool]:
         await self._remember_workspace(task.workspace_id)
-        payload_json = json.dumps(task.payload, separators=(",", ":"))
-        reply = await self._run(
-            "submit",
-            task.workspace_id,
+        reply = await self._run("submit", task.workspace_id, *self._submit_args(task))
+        return await self._submit_outcome(task, reply)
+
+    async def submit_many(
+        self, tasks: Sequence[NewTask]
+    ) -> list[tuple[Task, bool] | ControlPlaneError]:
+        for workspace_id in {t.workspace_id for t in tasks}:
+            await self._remember_workspace(workspace_id)
+        replies = await self._run_many(
+            "submit", [(t.workspace_id, self._submit_args(t)) for t in tasks]
+        )
+        outcomes: list[tuple[Task, bool] | ControlPlaneError] = []
+        for task, reply in zip(tasks, replies, strict=True):
+            try:
+                outcomes.append(await self._submit_outcome(task, reply))
+            except (QuotaExceededError, BudgetExceededError) as exc:
+                outcomes.append(exc)
+        return outcomes
+
+    @staticmethod
+    def _submit_args(task: NewTask) -> list[Any]:
+        return [
             task.id,
             task.task_type,
-            payload_json,
+            _compact_json(task.payload),
             task.priority.rank,
             ",".join(task.required_capabilities),
             round(task.timeout_s * 1000),
@@ -375,7 +428,9 @@ class RedisStore(Store):
             task.workspace_id,
             task.payload_bytes,
             "" if task.cost_estimate is None else repr(task.cost_estimate),
-        )
+        ]
+
+    async def _submit_outcome(self, task: NewTask, reply: list[Any]) -> tuple[Task, bool]:
         if reply[0] == "err":
             self._raise_limit(reply)
         if reply[0] == "existing":
@@ -400,26 +455,38 @@ class RedisStore(Store):
         )
         return created, True
 
-    async def claim(self, workspace_id: str, agent_id: str) -> ClaimOutcome:
-        reply = await self._run("claim", workspace_id, agent_id, secrets.token_urlsafe(16))
+    async def claim(self, workspace_id: str, agent_id: str, max_tasks: int = 1) -> ClaimOutcome:
+        leases = [secrets.token_urlsafe(16) for _ in range(max(max_tasks, 1))]
+        reply = await self._run("claim", workspace_id, agent_id, *leases)
         if reply[0] == "err":
             self._raise_for(reply[1], workspace_id, agent_id)
-        if reply[0] == "task":
-            return ClaimOutcome(self._task(_pairs(reply[1])))
+        if reply[0] == "tasks":
+            return ClaimOutcome(tuple(self._task(_pairs(h)) for h in reply[1]))
         due_ms = int(reply[1])
-        return ClaimOutcome(None, None if due_ms < 0 else due_ms / 1000)
+        return ClaimOutcome((), None if due_ms < 0 else due_ms / 1000)
 
     async def complete(
         self, workspace_id: str, task_id: str, lease_token: str, result: Any, cost: float | None
     ) -> Task:
-        reply = await self._run(
-            "complete",
-            workspace_id,
-            task_id,
-            lease_token,
-            json.dumps(result, separators=(",", ":")),
-            "" if cost is None else repr(cost),
+        args = _complete_args(task_id, lease_token, result, cost)
+        reply = await self._run("complete", workspace_id, *args)
+        return await self._complete_outcome(workspace_id, task_id, reply)
+
+    async def complete_many(
+        self, workspace_id: str, items: Sequence[tuple[str, str, Any, float | None]]
+    ) -> list[Task | ControlPlaneError]:
+        replies = await self._run_many(
+            "complete", [(workspace_id, _complete_args(*item)) for item in items]
         )
+        outcomes: list[Task | ControlPlaneError] = []
+        for (task_id, *_), reply in zip(items, replies, strict=True):
+            try:
+                outcomes.append(await self._complete_outcome(workspace_id, task_id, reply))
+            except (NotFoundError, ConflictError, TaskCancelledError) as exc:
+                outcomes.append(exc)
+        return outcomes
+
+    async def _complete_outcome(self, workspace_id: str, task_id: str, reply: list[Any]) -> Task:
         task = self._task_reply(reply, workspace_id, task_id)
         if int(reply[2]):
             await self._soft_limit_alert(workspace_id)

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import random
@@ -57,8 +58,11 @@ from aragora.control_plane.config import ControlPlaneConfig
 from aragora.control_plane.errors import (
     AgentNotFoundError,
     BudgetExceededError,
+    ConflictError,
+    ControlPlaneError,
     InvalidStateError,
     LeaseLostError,
+    NotFoundError,
     QuotaExceededError,
     StoreUnavailableError,
     TaskCancelledError,
@@ -407,6 +411,39 @@ class SqliteStore(Store):
 
         return await self._run(job)
 
+    async def _write_batch(
+        self, bodies: Sequence[Callable[[_Tx], _T]], expected: tuple[type[ControlPlaneError], ...]
+    ) -> list[_T | ControlPlaneError]:
+        """Run each body in its own savepoint of one ``BEGIN IMMEDIATE`` transaction: a
+        body that raises one of ``expected`` is undone alone and answered by its error;
+        anything else undoes the whole batch."""
+        loop = asyncio.get_running_loop()
+
+        def job() -> list[_T | ControlPlaneError]:
+            conn = self._connection()
+            conn.execute("BEGIN IMMEDIATE")
+            tx = _Tx(conn, self._now())
+            outcomes: list[_T | ControlPlaneError] = []
+            try:
+                for body in bodies:
+                    conn.execute("SAVEPOINT item")
+                    try:
+                        outcomes.append(body(tx))
+                    except expected as exc:
+                        conn.execute("ROLLBACK TO item")
+                        outcomes.append(exc)
+                    conn.execute("RELEASE item")
+                conn.execute("COMMIT")
+            except BaseException:
+                _rollback(conn)
+                raise
+            if tx.ready or tx.done or tx.alerts:
+                with contextlib.suppress(RuntimeError):  # the loop is already closed
+                    loop.call_soon_threadsafe(self._announce, tx.ready, tx.done, tx.alerts)
+            return outcomes
+
+        return await self._run(job)
+
     async def _read(self, body: Callable[[sqlite3.Connection, float], _T]) -> _T:
         """Run ``body`` in one read transaction (a consistent snapshot)."""
 
@@ -602,38 +639,75 @@ class SqliteStore(Store):
         _mark_ready(tx, ws, capset)
         return _task_from_row(_task_row(tx.conn, ws, new.id)), True
 
-    async def claim(self, workspace_id: str, agent_id: str) -> ClaimOutcome:
-        return await self._write(lambda tx: self._claim(tx, workspace_id, agent_id))
+    async def submit_many(
+        self, tasks: Sequence[NewTask]
+    ) -> list[tuple[Task, bool] | ControlPlaneError]:
+        bodies = [functools.partial(self._submit, new=task) for task in tasks]
+        return await self._write_batch(bodies, (QuotaExceededError, BudgetExceededError))
 
-    def _claim(self, tx: _Tx, ws: str, agent_id: str) -> ClaimOutcome:
+    async def complete_many(
+        self, workspace_id: str, items: Sequence[tuple[str, str, Any, float | None]]
+    ) -> list[Task | ControlPlaneError]:
+        bodies = [
+            functools.partial(
+                self._complete,
+                ws=workspace_id,
+                task_id=task_id,
+                token=token,
+                result=result,
+                cost=cost,
+            )
+            for task_id, token, result, cost in items
+        ]
+        return await self._write_batch(bodies, (NotFoundError, ConflictError, TaskCancelledError))
+
+    async def claim(self, workspace_id: str, agent_id: str, max_tasks: int = 1) -> ClaimOutcome:
+        return await self._write(lambda tx: self._claim(tx, workspace_id, agent_id, max_tasks))
+
+    def _claim(self, tx: _Tx, ws: str, agent_id: str, max_tasks: int) -> ClaimOutcome:
         agent = _agent_row(tx.conn, ws, agent_id)
         _promote_due(tx, ws, _CLAIM_PROMOTE_LIMIT)
-        if (
-            not agent["offline"]
-            and not agent["draining"]
-            and _running_count(tx.conn, ws, agent_id) < agent["max_concurrent_tasks"]
-        ):
-            record = _load_breaker(tx.conn, ws, agent_id)
-            if breaker_peek(record, tx.now, self.config) and _below_running_limit(tx.conn, ws):
-                head = _best_head(tx.conn, ws, _split_caps(agent["capabilities"]))
-                before = _breaker_to_json(record)
-                if head is not None and breaker_admit(record, tx.now, self.config):
-                    if _breaker_to_json(record) != before:
-                        _save_breaker(tx.conn, ws, agent_id, record)
-                    tx.conn.execute(
-                        "UPDATE tasks SET status = 'running', attempt = attempt + 1,"
-                        " lease_token = ?, agent_id = ?, started_at = ?,"
-                        " lease_expires_at = ? + timeout_s, available_at = NULL"
-                        " WHERE workspace_id = ? AND id = ?",
-                        (secrets.token_urlsafe(16), agent_id, tx.now, tx.now, ws, head),
-                    )
-                    return ClaimOutcome(_task_from_row(_task_row(tx.conn, ws, head)))
+        claimed: list[Task] = []
+        if not agent["offline"] and not agent["draining"]:
+            capacity = agent["max_concurrent_tasks"] - _running_count(tx.conn, ws, agent_id)
+            capabilities = _split_caps(agent["capabilities"])
+            for _ in range(min(max(max_tasks, 1), capacity)):
+                task = self._claim_one(tx, ws, agent_id, capabilities)
+                if task is None:
+                    break
+                claimed.append(task)
+        if claimed:
+            return ClaimOutcome(tuple(claimed))
         next_due = tx.conn.execute(
             "SELECT MIN(available_at) FROM tasks"
             " WHERE workspace_id = ? AND status = 'pending' AND available_at IS NOT NULL",
             (ws,),
         ).fetchone()[0]
-        return ClaimOutcome(None, None if next_due is None else next_due - tx.now)
+        return ClaimOutcome((), None if next_due is None else next_due - tx.now)
+
+    def _claim_one(
+        self, tx: _Tx, ws: str, agent_id: str, capabilities: tuple[str, ...]
+    ) -> Task | None:
+        """Lease the best task left to the agent, if its breaker and the running limit
+        allow; the caller checked its capacity."""
+        record = _load_breaker(tx.conn, ws, agent_id)
+        if not breaker_peek(record, tx.now, self.config) or not _below_running_limit(tx.conn, ws):
+            return None
+        head = _best_head(tx.conn, ws, capabilities)
+        if head is None:
+            return None
+        before = _breaker_to_json(record)
+        breaker_admit(record, tx.now, self.config)
+        if _breaker_to_json(record) != before:
+            _save_breaker(tx.conn, ws, agent_id, record)
+        tx.conn.execute(
+            "UPDATE tasks SET status = 'running', attempt = attempt + 1,"
+            " lease_token = ?, agent_id = ?, started_at = ?,"
+            " lease_expires_at = ? + timeout_s, available_at = NULL"
+            " WHERE workspace_id = ? AND id = ?",
+            (secrets.token_urlsafe(16), agent_id, tx.now, tx.now, ws, head),
+        )
+        return _task_from_row(_task_row(tx.conn, ws, head))
 
     async def complete(
         self, workspace_id: str, task_id: str, lease_token: str, result: Any, cost: float | None
