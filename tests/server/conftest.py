@@ -1,12 +1,14 @@
-"""An app around a real coordinator (SQLite and Redis), and an HTTP client for it.
+"""An app around a real coordinator (SQLite and Redis), and HTTP clients for it.
 
 ``httpx.ASGITransport`` runs no lifespan, so the app is built around the ``cp``
-coordinator fixture, which the test owns and closes.
+coordinator fixture, which the test owns and closes, and its services are built by
+``build_services`` as the lifespan would. ``client`` holds the bootstrap admin token of
+workspace ``default``; ``client_for`` makes clients with other tokens.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import httpx
@@ -15,15 +17,43 @@ from fastapi import FastAPI
 
 from aragora.control_plane import ControlPlaneCoordinator
 from aragora.server import create_app
+from aragora.server.services import build_services
 from aragora.server.state import ServerState, server_state
 
 API = "/api/control-plane"
 PROBLEM_JSON = "application/problem+json"
+SECRET_KEY = bytes(range(32))
+"""The server secret of the tests: fixed, so every app of a test shares it."""
+ADMIN_TOKEN = "admin-token-of-the-server-tests"
+"""The bootstrap admin token (``ARAGORA_ADMIN_TOKEN``) of workspace ``default``."""
+BASE_URL = "http://testserver"
+
+ClientFactory = Callable[[str | None], Awaitable[httpx.AsyncClient]]
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def started_app(cp: ControlPlaneCoordinator, **kwargs: Any) -> FastAPI:
+    """An app around ``cp`` with its services built, as its lifespan would."""
+    kwargs.setdefault("secret_key", SECRET_KEY)
+    kwargs.setdefault("admin_token", ADMIN_TOKEN)
+    app = create_app(cp.config, coordinator=cp, **kwargs)
+    await build_services(app)
+    return app
+
+
+def http_client(app: FastAPI, token: str | None = ADMIN_TOKEN) -> httpx.AsyncClient:
+    headers = {} if token is None else bearer(token)
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url=BASE_URL, headers=headers
+    )
 
 
 @pytest.fixture
-def app(cp: ControlPlaneCoordinator) -> FastAPI:
-    return create_app(cp.config, coordinator=cp)
+async def app(cp: ControlPlaneCoordinator) -> FastAPI:
+    return await started_app(cp)
 
 
 @pytest.fixture
@@ -33,10 +63,43 @@ def state(app: FastAPI) -> ServerState:
 
 @pytest.fixture
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://testserver"
-    ) as http:
+    async with http_client(app) as http:
         yield http
+
+
+@pytest.fixture
+async def client_for(app: FastAPI) -> AsyncIterator[ClientFactory]:
+    """Clients of the app holding a given token (``None``: no Authorization header)."""
+    opened: list[httpx.AsyncClient] = []
+
+    async def make(token: str | None) -> httpx.AsyncClient:
+        http = http_client(app, token)
+        opened.append(http)
+        return http
+
+    yield make
+    for http in opened:
+        await http.aclose()
+
+
+async def issue(
+    client: httpx.AsyncClient, role: str, workspace: str | None = None, **fields: Any
+) -> str:
+    """Issue a token through the API (``client`` must hold an admin token); its secret."""
+    body: dict[str, Any] = {"role": role, **fields}
+    if workspace is not None:
+        body["workspace"] = workspace
+    response = await client.post(f"{API}/tokens", json=body)
+    assert response.status_code == 201, response.text
+    token: str = response.json()["token"]
+    return token
+
+
+async def create_workspace(client: httpx.AsyncClient, name: str, **fields: Any) -> dict[str, Any]:
+    response = await client.post(f"{API}/workspaces", json={"name": name, **fields})
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
 
 
 async def register(

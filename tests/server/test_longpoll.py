@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from aragora.control_plane import ControlPlaneCoordinator
 from aragora.server.longpoll import CLIENT_GONE_STATUS
 from aragora.server.state import ServerState
-from tests.server.conftest import API, claim, register, submit
+from tests.server.conftest import ADMIN_TOKEN, API, claim, register, submit
 
 LONG_WAIT_S = 30.0
 PROMPT_S = 10.0
@@ -141,7 +141,11 @@ async def _call_and_disconnect(
         "raw_path": path.encode(),
         "query_string": query,
         "root_path": "",
-        "headers": [(b"content-type", b"application/json"), (b"host", b"testserver")],
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"host", b"testserver"),
+            (b"authorization", f"Bearer {ADMIN_TOKEN}".encode()),
+        ],
         "client": ("127.0.0.1", 50000),
         "server": ("testserver", 80),
     }

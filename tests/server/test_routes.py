@@ -260,4 +260,8 @@ async def test_docs_and_openapi_are_served(client: httpx.AsyncClient) -> None:
         assert path in paths
     not_found = paths[f"{API}/tasks/{{task_id}}"]["get"]["responses"]["404"]
     assert list(not_found["content"]) == ["application/problem+json"]
-    assert "securitySchemes" not in document.get("components", {})
+    schemes = document["components"]["securitySchemes"]
+    assert [s["scheme"] for s in schemes.values()] == ["bearer"]
+    for path in (f"{API}/tasks", f"{API}/workspaces", f"{API}/audit/verify"):
+        assert document["paths"][path]["get"]["security"]
+    assert "security" not in document["paths"]["/livez"]["get"]

@@ -74,8 +74,11 @@ TOKEN = "x7-admin-token-for-serve"
 SERVE_SCRIPT = """
 import sys
 from aragora.server import config_for_serve, serve
-port, token = int(sys.argv[1]), sys.argv[2]
-serve(config_for_serve(None, None), port=port, admin_token=token, log_level="info")
+port, token, data_dir = int(sys.argv[1]), sys.argv[2] or None, sys.argv[3]
+serve(
+    config_for_serve(None, None), port=port, admin_token=token, log_level="info",
+    data_dir=data_dir,
+)
 """
 
 
@@ -124,11 +127,11 @@ def _http(method: str, path: str, body: str = "") -> str:
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 async def test_serve_answers_waiting_long_polls_on_shutdown_and_exits(
-    config: ControlPlaneConfig, sig: signal.Signals
+    config: ControlPlaneConfig, sig: signal.Signals, tmp_path: Path
 ) -> None:
     port = _free_port()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", SERVE_SCRIPT, str(port), TOKEN,
+        sys.executable, "-c", SERVE_SCRIPT, str(port), TOKEN, str(tmp_path / "data"),
         env=_child_env(config), stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     assert proc.stderr is not None
@@ -186,3 +189,45 @@ async def test_serve_answers_waiting_long_polls_on_shutdown_and_exits(
     text = "".join(log)
     assert "Traceback" not in text and "ERROR" not in text, text
     assert TOKEN not in text
+
+
+async def test_serve_without_a_token_issues_one_shows_it_once_and_writes_it(
+    config: ControlPlaneConfig, tmp_path: Path
+) -> None:
+    """First start: an admin token is printed once and kept in <data-dir>/admin.token;
+    a second start on the same store issues none (the first is still active)."""
+    data_dir = tmp_path / "data"
+    env = _child_env(config)
+    shown: list[str] = []
+    for start in range(2):
+        port = _free_port()
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", SERVE_SCRIPT, str(port), "", str(data_dir),
+            env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        assert proc.stdout is not None and proc.stderr is not None
+        try:
+            async with asyncio.timeout(START_TIMEOUT_S):
+                while b"Uvicorn running on" not in (raw := await proc.stderr.readline()):
+                    assert raw, "server exited early"
+                base = f"http://127.0.0.1:{port}"
+                if start == 0:
+                    line = (await proc.stdout.readline()).decode()
+                    assert line.startswith('Admin token for workspace "default" (shown once, ')
+                    token = line.rsplit(": ", 1)[1].strip()
+                    assert token.startswith("acp_")
+                    token_file = data_dir / "admin.token"
+                    assert token_file.read_text() == token + "\n"
+                    assert token_file.stat().st_mode & 0o777 == 0o600
+                    shown.append(token)
+                async with httpx.AsyncClient(base_url=base) as http:
+                    headers = {"Authorization": f"Bearer {shown[0]}"}
+                    response = await http.get("/api/control-plane/tasks", headers=headers)
+                    assert response.status_code == 200
+                    assert (await http.get("/api/control-plane/tasks")).status_code == 401
+        finally:
+            proc.send_signal(signal.SIGINT)
+            out, _ = await asyncio.wait_for(proc.communicate(), PROMPT_S + 5)
+        assert proc.returncode == 0
+        assert shown[0] not in out.decode()  # shown once: never again, not even on start 1
+    assert (data_dir / "secret.key").stat().st_mode & 0o777 == 0o600

@@ -1,8 +1,10 @@
 """The FastAPI application of the control plane.
 
-Requests pass, outermost first: the admin token check (:mod:`.middleware.tenancy`),
-the body size limit (:mod:`.middleware.body_limit`), then the handlers; every error on
-the way is answered as problem+json (:mod:`.problems`).
+Requests pass, outermost first: correlation id and audit trail (:mod:`.audit`), the
+token check that finds the principal and its workspace (:mod:`.middleware.tenancy`),
+the body size limit (:mod:`.middleware.body_limit`), then the routers, which authorize
+every route from one table (:mod:`.authz`) before the handlers run. Every error on the
+way is answered as problem+json (:mod:`.problems`).
 """
 
 from __future__ import annotations
@@ -16,23 +18,26 @@ from fastapi import FastAPI
 from aragora import __version__
 from aragora.control_plane.config import ControlPlaneConfig
 from aragora.control_plane.coordinator import ControlPlaneCoordinator
-from aragora.server.handlers import control_plane, probes
+from aragora.crypto import PayloadCipher
+from aragora.policy.engine import PolicyEngine
+from aragora.server.audit import AuditMiddleware
+from aragora.server.handlers import accounting, admin, control_plane, policies, probes
 from aragora.server.longpoll import ClientGone, handle_client_gone
 from aragora.server.middleware.body_limit import BodyLimitMiddleware, request_body_limit_bytes
-from aragora.server.middleware.tenancy import AdminTokenMiddleware
+from aragora.server.middleware.tenancy import TenancyMiddleware
 from aragora.server.openapi import finish_openapi
 from aragora.server.problems import install_problem_handlers
+from aragora.server.services import ServiceSettings, build_services
 from aragora.server.state import ServerState
+from aragora.tenancy.service import TenancyService
 
 
 class _ControlPlaneApp(FastAPI):
     """FastAPI with the OpenAPI touches of :func:`aragora.server.openapi.finish_openapi`."""
 
-    bearer_auth = False
-
     def openapi(self) -> dict[str, Any]:
         if self.openapi_schema is None:
-            finish_openapi(super().openapi(), bearer_auth=self.bearer_auth)
+            finish_openapi(super().openapi())
         assert self.openapi_schema is not None
         return self.openapi_schema
 
@@ -42,24 +47,38 @@ def create_app(
     *,
     admin_token: str | None = None,
     coordinator: ControlPlaneCoordinator | None = None,
+    secret_key: bytes | None = None,
+    cipher: PayloadCipher | None = None,
+    tenancy: TenancyService | None = None,
+    policy: PolicyEngine | None = None,
 ) -> FastAPI:
     """Build the app serving the control plane API.
 
-    Without ``coordinator`` the app's lifespan creates one from ``config``, starts it,
-    and closes it on shutdown. A coordinator passed in (as tests do, since an ASGI
-    test transport runs no lifespan) is used as is and left to its owner to close.
-    With ``admin_token`` set, every route but the probes and the API description needs
-    ``Authorization: Bearer <admin_token>``.
+    Every route but the probes and the API description needs an API token
+    (``Authorization: Bearer <token>``) and acts in the token's workspace.
+
+    Without ``coordinator`` the app's lifespan creates one from ``config`` (encrypting
+    task data with ``cipher``), starts it, and closes it on shutdown. A coordinator
+    passed in is used as is and left to its owner to close. The lifespan then builds
+    the services (:func:`aragora.server.services.build_services`): token checks keyed
+    with ``secret_key`` (required unless ``tenancy`` is given), the policy engine
+    (``policy``, default one on the coordinator's store), and the bootstrap admin token
+    of workspace ``default``: ``admin_token`` if given (``ARAGORA_ADMIN_TOKEN``), else
+    one issued when ``default`` has no admin, kept in ``ServerState.issued_admin_token``.
+    An ASGI test transport runs no lifespan: call ``build_services(app)`` instead.
     """
     if admin_token is not None and not admin_token:
-        raise ValueError("admin_token must be non-empty; pass None to serve without a token")
-    state = ServerState(coordinator)
+        raise ValueError("admin_token must be non-empty; pass None to issue one at startup")
+    settings = ServiceSettings(
+        secret_key=secret_key, admin_token=admin_token, tenancy=tenancy, policy=policy
+    )
+    state = ServerState(coordinator, settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned: ControlPlaneCoordinator | None = None
         if state.coordinator is None:
-            owned = ControlPlaneCoordinator(config)
+            owned = ControlPlaneCoordinator(config, cipher=cipher)
             try:
                 await owned.start()
             except BaseException:
@@ -67,6 +86,8 @@ def create_app(
                 raise
             state.coordinator = owned
         try:
+            if state.services is None:
+                await build_services(state)
             yield
         finally:
             state.begin_shutdown()
@@ -76,18 +97,23 @@ def create_app(
     app = _ControlPlaneApp(
         title="Aragora control plane",
         version=__version__,
-        description="Register agents, submit prioritised tasks, claim and finish them.",
+        description="Register agents, submit prioritised tasks, claim and finish them; "
+        "manage workspaces, tokens, access rules, flags, budgets and the audit trail.",
         lifespan=lifespan,
         redoc_url=None,
         swagger_ui_oauth2_redirect_url=None,
     )
-    app.bearer_auth = admin_token is not None
     app.state.aragora = state
     install_problem_handlers(app)
     app.add_exception_handler(ClientGone, handle_client_gone)
     app.include_router(control_plane.router)
+    app.include_router(admin.router)
+    app.include_router(policies.router)
+    app.include_router(accounting.router)
     app.include_router(probes.router)
-    # Added last = outermost: the token is checked before any byte of the body is read.
+    # Added last = outermost: every request gets a correlation id and, where due, an
+    # audit event; the token is checked before any byte of the body is read.
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=request_body_limit_bytes(config))
-    app.add_middleware(AdminTokenMiddleware, admin_token=admin_token)
+    app.add_middleware(TenancyMiddleware, state=state)
+    app.add_middleware(AuditMiddleware, state=state)
     return app

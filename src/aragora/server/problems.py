@@ -6,16 +6,28 @@ Validation problems also carry ``field`` (the first offending field) and ``error
 (every offending field with its reason); a payload, metadata or result over the limit
 adds ``size_bytes`` and ``limit_bytes``, a request body over the limit ``limit_bytes``.
 Quota problems add ``quota``, ``limit`` and ``current``; budget problems ``limit``,
-``used`` (spent and reserved) and ``estimate``::
+``used`` (spent and reserved) and ``estimate``; rate limits ``quota``, ``limit``,
+``scope`` (``workspace`` or ``token``) and ``retry_after_s``; refusals ``reason`` and
+``rule_ids`` (the workspace rules that denied)::
 
     type                                   status  when
     urn:aragora:problem:malformed-json     400     the body is not valid JSON
-    urn:aragora:problem:unauthorized       401     missing or wrong admin token
+    urn:aragora:problem:unauthorized       401     missing, unknown, expired or revoked token
+                                                   (one generic message for all)
+    urn:aragora:problem:forbidden          403     the role or a workspace rule denies it, the
+                                                   token may not act as that agent, or
+                                                   X-Workspace-ID names another workspace
     urn:aragora:problem:task-not-found     404     no such task in the workspace
     urn:aragora:problem:agent-not-found    404     no such agent in the workspace
+    urn:aragora:problem:workspace-not-found 404    no such workspace (or not one of yours)
+    urn:aragora:problem:token-not-found    404     no such token (or not one of yours)
+    urn:aragora:problem:rule-not-found     404     no such access rule in the workspace
+    urn:aragora:problem:flag-not-found     404     no such feature flag in the workspace
     urn:aragora:problem:lease-lost         409     complete/fail with a stale or wrong lease token
     urn:aragora:problem:task-cancelled     409     complete/fail of a task cancelled meanwhile
     urn:aragora:problem:invalid-state      409     e.g. retry of a task that is not failed
+    urn:aragora:problem:conflict           409     e.g. a workspace of that name exists
+    urn:aragora:problem:audit-chain-damaged 409    the stored audit trail cannot be read
     urn:aragora:problem:budget-exceeded    402     the workspace budget cannot cover the task
     urn:aragora:problem:payload-too-large  413     request body, payload, metadata or result too big
                                                    (also the workspace's payload quota)
@@ -23,7 +35,10 @@ Quota problems add ``quota``, ``limit`` and ``current``; budget problems ``limit
                                                    tasks) is reached; it names quota, limit, current
     urn:aragora:problem:unsupported-media-type 415 a body that is not sent as application/json
     urn:aragora:problem:validation-error   422     a field failed validation
+    urn:aragora:problem:rate-limited       429     a per-minute limit is used up; Retry-After
     urn:aragora:problem:internal-error     500     a bug; details are logged, never sent
+    urn:aragora:problem:decryption-failed  500     stored task data does not decrypt with the
+                                                   server's keys (a server-side key problem)
     urn:aragora:problem:store-unavailable  503     the store could not be reached; retry later
     about:blank                            404/405 unknown route, method not allowed
 
@@ -38,6 +53,7 @@ address yet; they are identifiers, not links.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from typing import Any, Final, TypedDict
@@ -47,6 +63,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from aragora.audit.base import AuditIntegrityError
 from aragora.control_plane.errors import (
     AgentNotFoundError,
     BudgetExceededError,
@@ -62,7 +79,16 @@ from aragora.control_plane.errors import (
     TaskNotFoundError,
     ValidationError,
 )
+from aragora.crypto import DecryptionError
+from aragora.policy.store import FlagNotFoundError, RuleNotFoundError
+from aragora.server.errors import ForbiddenError, RateLimitedError
 from aragora.server.rendering import SafeJSONResponse
+from aragora.tenancy.errors import (
+    AUTHENTICATION_FAILED_MESSAGE,
+    AuthenticationError,
+    TokenNotFoundError,
+    WorkspaceNotFoundError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -71,8 +97,16 @@ TYPE_PREFIX: Final = "urn:aragora:problem:"
 
 MALFORMED_JSON: Final = TYPE_PREFIX + "malformed-json"
 UNAUTHORIZED: Final = TYPE_PREFIX + "unauthorized"
+FORBIDDEN: Final = TYPE_PREFIX + "forbidden"
+RATE_LIMITED: Final = TYPE_PREFIX + "rate-limited"
 TASK_NOT_FOUND: Final = TYPE_PREFIX + "task-not-found"
 AGENT_NOT_FOUND: Final = TYPE_PREFIX + "agent-not-found"
+WORKSPACE_NOT_FOUND: Final = TYPE_PREFIX + "workspace-not-found"
+TOKEN_NOT_FOUND: Final = TYPE_PREFIX + "token-not-found"
+RULE_NOT_FOUND: Final = TYPE_PREFIX + "rule-not-found"
+FLAG_NOT_FOUND: Final = TYPE_PREFIX + "flag-not-found"
+AUDIT_CHAIN_DAMAGED: Final = TYPE_PREFIX + "audit-chain-damaged"
+DECRYPTION_FAILED: Final = TYPE_PREFIX + "decryption-failed"
 NOT_FOUND: Final = TYPE_PREFIX + "not-found"
 LEASE_LOST: Final = TYPE_PREFIX + "lease-lost"
 TASK_CANCELLED: Final = TYPE_PREFIX + "task-cancelled"
@@ -139,6 +173,10 @@ _ERROR_PROBLEMS: tuple[tuple[type[ControlPlaneError], int, str, str], ...] = (
     (ValidationError, 422, VALIDATION_ERROR, "Invalid request"),
     (TaskNotFoundError, 404, TASK_NOT_FOUND, "Task not found"),
     (AgentNotFoundError, 404, AGENT_NOT_FOUND, "Agent not found"),
+    (WorkspaceNotFoundError, 404, WORKSPACE_NOT_FOUND, "Workspace not found"),
+    (TokenNotFoundError, 404, TOKEN_NOT_FOUND, "Token not found"),
+    (RuleNotFoundError, 404, RULE_NOT_FOUND, "Rule not found"),
+    (FlagNotFoundError, 404, FLAG_NOT_FOUND, "Flag not found"),
     (NotFoundError, 404, NOT_FOUND, "Not found"),
     (LeaseLostError, 409, LEASE_LOST, "Lease lost"),
     (TaskCancelledError, 409, TASK_CANCELLED, "Task cancelled"),
@@ -158,6 +196,44 @@ def problem_for_error(exc: ControlPlaneError) -> ProblemResponse:
             "the control plane store could not be reached; try again shortly",
             headers={"Retry-After": "1"},
         )
+    if isinstance(exc, ForbiddenError):
+        return problem(
+            403, FORBIDDEN, "Forbidden", exc.reason, reason=exc.reason, rule_ids=list(exc.rule_ids)
+        )
+    if isinstance(exc, RateLimitedError):
+        return problem(
+            429,
+            RATE_LIMITED,
+            "Rate limited",
+            str(exc),
+            headers={"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))},
+            quota=exc.quota,
+            limit=exc.limit,
+            scope=exc.scope,
+            retry_after_s=exc.retry_after_s,
+        )
+    if isinstance(exc, AuthenticationError):
+        logger.info("authentication failed: %s", exc.reason)
+        return problem(
+            401,
+            UNAUTHORIZED,
+            "Unauthorized",
+            AUTHENTICATION_FAILED_MESSAGE,
+            headers={"WWW-Authenticate": 'Bearer realm="aragora"'},
+        )
+    if isinstance(exc, DecryptionError):
+        # The message names the task and field, never key material.
+        logger.error("stored task data could not be decrypted: %s", exc)
+        return problem(
+            500,
+            DECRYPTION_FAILED,
+            "Stored data could not be decrypted",
+            "the server could not decrypt stored task data with its keys; "
+            "an operator must check the encryption keys",
+        )
+    if isinstance(exc, AuditIntegrityError):
+        logger.error("audit chain damaged: %s", exc)
+        return problem(409, AUDIT_CHAIN_DAMAGED, "Audit chain damaged", str(exc), seq=exc.seq)
     if isinstance(exc, QuotaExceededError):
         return _quota_problem(exc)
     if isinstance(exc, BudgetExceededError):

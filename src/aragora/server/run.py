@@ -1,8 +1,16 @@
-"""Run the server under uvicorn, and choose its store from options and environment."""
+"""Run the server under uvicorn, and choose its store from options and environment.
+
+At startup the server loads its secret key (``ARAGORA_SECRET_KEY`` or
+``<data-dir>/secret.key``) and its encryption keys (``ARAGORA_ENCRYPTION_KEYS``). When
+workspace ``default`` has no admin token yet and ``ARAGORA_ADMIN_TOKEN`` is unset, one
+is issued, printed once on standard output and written to ``<data-dir>/admin.token``
+(mode 0600).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -11,13 +19,25 @@ from socket import socket
 import uvicorn
 
 from aragora.control_plane.config import ControlPlaneConfig
+from aragora.crypto import PayloadCipher
 from aragora.server.app import create_app
-from aragora.server.state import begin_shutdown
+from aragora.server.state import begin_shutdown, server_state
+from aragora.tenancy.keyfiles import load_server_secret, write_token_file
+
+logger = logging.getLogger(__name__)
 
 GRACEFUL_SHUTDOWN_S = 5.0
 """How long in-flight requests may run on after SIGINT/SIGTERM before they are cancelled."""
 DEFAULT_DATA_DIR = ".aragora"
 SQLITE_FILE_NAME = "state.db"
+ADMIN_TOKEN_FILE_NAME = "admin.token"
+
+
+def data_dir_for_serve(data_dir: str | None, environ: Mapping[str, str] = os.environ) -> Path:
+    """The data directory: ``data_dir``, ``ARAGORA_DATA_DIR`` or ``./.aragora``, as an
+    absolute path. Not created here: whatever writes into it first creates it."""
+    directory = Path(data_dir or environ.get("ARAGORA_DATA_DIR") or DEFAULT_DATA_DIR)
+    return directory.expanduser().resolve()
 
 
 def config_for_serve(
@@ -41,8 +61,7 @@ def config_for_serve(
     elif environ.get("ARAGORA_REDIS_URL"):
         overrides["store_url"] = None
     else:
-        directory = Path(data_dir or environ.get("ARAGORA_DATA_DIR") or DEFAULT_DATA_DIR)
-        directory = directory.expanduser().resolve()
+        directory = data_dir_for_serve(data_dir, environ)
         directory.mkdir(parents=True, exist_ok=True)
         # An absolute path after "sqlite:///" makes the four slashes of an absolute URL.
         overrides["store_url"] = f"sqlite:///{directory / SQLITE_FILE_NAME}"
@@ -54,12 +73,23 @@ class _Server(uvicorn.Server):
 
     uvicorn runs the app's lifespan shutdown only after in-flight requests finished;
     long-polls would hold it until the grace period ran out. ``on_shutdown`` releases
-    them first.
+    them first. ``on_started`` runs once the app started and the sockets listen.
     """
 
-    def __init__(self, config: uvicorn.Config, on_shutdown: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        on_shutdown: Callable[[], None],
+        on_started: Callable[[], None],
+    ) -> None:
         super().__init__(config)
         self._on_shutdown = on_shutdown
+        self._on_started = on_started
+
+    async def startup(self, sockets: list[socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and not self.should_exit:
+            self._on_started()
 
     async def shutdown(self, sockets: list[socket] | None = None) -> None:
         self._on_shutdown()
@@ -73,16 +103,41 @@ def serve(
     port: int = 8080,
     admin_token: str | None = None,
     log_level: str = "info",
+    data_dir: str | os.PathLike[str] | None = None,
 ) -> None:
     """Serve the control plane until SIGINT or SIGTERM, then shut down gracefully.
+
+    ``admin_token`` (``ARAGORA_ADMIN_TOKEN``) becomes the admin token of workspace
+    ``default``. Without it, if that workspace has no admin token yet, one is issued,
+    printed once on standard output and written to ``<data dir>/admin.token`` (mode
+    0600). The data dir (``data_dir``, ``ARAGORA_DATA_DIR`` or ``./.aragora``) also
+    keeps the server's secret key unless ``ARAGORA_SECRET_KEY`` is set.
 
     On the signal the server stops accepting connections, answers waiting long-polls
     with their current state, lets other requests finish (at most
     :data:`GRACEFUL_SHUTDOWN_S`), then closes the coordinator. Returns normally after
     SIGINT; after SIGTERM the process ends with that signal, as uvicorn re-raises it.
-    A store that cannot be opened stops the server at startup.
+    A store that cannot be opened stops the server at startup; a missing or bad key is
+    a ``ConfigError`` before anything starts.
     """
-    app = create_app(config, admin_token=admin_token or None)
+    directory = data_dir_for_serve(None if data_dir is None else os.fspath(data_dir))
+    secret_key = load_server_secret(directory, os.environ)
+    cipher = PayloadCipher.from_env()
+    app = create_app(config, admin_token=admin_token or None, secret_key=secret_key, cipher=cipher)
+
+    def show_issued_admin_token() -> None:
+        token = server_state(app).issued_admin_token
+        if token is None:
+            return
+        path = directory / ADMIN_TOKEN_FILE_NAME
+        try:
+            write_token_file(path, token)
+            where = f"also written to {path}"
+        except OSError as exc:
+            logger.warning("could not write the admin token to %s: %s", path, exc)
+            where = "not written to a file: keep it now"
+        print(f'Admin token for workspace "default" (shown once, {where}): {token}', flush=True)
+
     server = _Server(
         uvicorn.Config(
             app,
@@ -93,6 +148,7 @@ def serve(
             timeout_graceful_shutdown=int(GRACEFUL_SHUTDOWN_S),
         ),
         on_shutdown=lambda: begin_shutdown(app),
+        on_started=show_issued_admin_token,
     )
     # uvicorn re-raises the SIGINT it handled once the graceful shutdown is done.
     with contextlib.suppress(KeyboardInterrupt):

@@ -258,7 +258,9 @@ class FieldErrorOut(_Response):
 
 
 class Problem(BaseModel):
-    """RFC 9457 problem details; validation problems add ``field`` and ``errors``."""
+    """RFC 9457 problem details; validation problems add ``field`` and ``errors``;
+    refusals ``reason`` and ``rule_ids``; rate limits ``quota``, ``limit``, ``scope`` and
+    ``retry_after_s`` (see :mod:`aragora.server.problems`)."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -275,3 +277,7 @@ class Problem(BaseModel):
     current: float | None = None
     used: float | None = None
     estimate: float | None = None
+    reason: str | None = None
+    rule_ids: list[str] | None = None
+    scope: str | None = None
+    retry_after_s: float | None = None

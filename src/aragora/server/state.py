@@ -1,16 +1,21 @@
-"""What one app instance holds between requests: its coordinator and its shutdown signal."""
+"""What one app instance holds between requests: its coordinator, its services and its
+shutdown signal."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.requests import HTTPConnection
 
 from aragora.control_plane.coordinator import ControlPlaneCoordinator
 from aragora.control_plane.errors import StoreUnavailableError
+
+if TYPE_CHECKING:
+    from aragora.server.services import Services, ServiceSettings
 
 
 class LongPollTracker:
@@ -45,10 +50,24 @@ class LongPollTracker:
 
 
 class ServerState:
-    """The coordinator serving requests and the event that ends long-polls on shutdown."""
+    """The coordinator serving requests, the services around it and the event that ends
+    long-polls on shutdown.
 
-    def __init__(self, coordinator: ControlPlaneCoordinator | None = None) -> None:
+    ``settings`` is what the services are built from and ``services`` what was built
+    (see :mod:`aragora.server.services`). ``issued_admin_token`` is the secret of an
+    admin token the startup had to issue, for the runner to show once; ``None`` when
+    none was issued.
+    """
+
+    def __init__(
+        self,
+        coordinator: ControlPlaneCoordinator | None = None,
+        settings: ServiceSettings | None = None,
+    ) -> None:
         self.coordinator = coordinator
+        self.settings = settings
+        self.services: Services | None = None
+        self.issued_admin_token: str | None = None
         self.shutdown_event = asyncio.Event()
         self.long_polls = LongPollTracker()
 

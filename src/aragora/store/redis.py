@@ -180,7 +180,7 @@ class RedisStore(Store):
 
     @property
     def _client(self) -> aioredis.Redis:
-        if self._redis is None:
+        if self._redis is None or self._closed:
             raise StoreUnavailableError("store is not open")
         return self._redis
 

@@ -1,9 +1,12 @@
 """The control plane API (ADR-009): agents, tasks and health under ``/api/control-plane``.
 
 Handlers only translate: HTTP in, one coordinator call, JSON out. Every call acts in
-the workspace given by :func:`aragora.server.middleware.tenancy.current_workspace`.
-Errors become problem+json through the app's exception handlers
-(:mod:`aragora.server.problems`).
+the workspace of the authenticated principal
+(:func:`aragora.server.middleware.tenancy.current_workspace`). The router authorizes
+each route from :data:`aragora.server.authz.ROUTE_ACCESS`; submit, register and claim
+add the request's attributes for workspace rules, agent tokens act only as their own
+agents, and submits count against the workspace's per-minute rate limit. Errors become
+problem+json through the app's exception handlers (:mod:`aragora.server.problems`).
 
 Submitting always answers 201, also when an ``idempotency_key`` returned the task it
 created before (the body then names that task and its current status).
@@ -21,6 +24,14 @@ from aragora.control_plane.errors import ControlPlaneError
 from aragora.control_plane.health import HealthCheck, HealthReport, HealthStatus
 from aragora.control_plane.models import AgentStatus, Task, TaskStatus
 from aragora.control_plane.serialization import agent_to_dict, task_to_dict
+from aragora.server.authz import (
+    API_PREFIX,
+    RouteGuard,
+    authorize_route,
+    claim_agent,
+    ensure_acts_as_agent,
+)
+from aragora.server.context import set_audit_resource
 from aragora.server.handlers.responses import (
     BODY_PROBLEMS,
     HealthJSONResponse,
@@ -30,7 +41,8 @@ from aragora.server.handlers.responses import (
     task_response,
 )
 from aragora.server.longpoll import SHUTDOWN, long_poll
-from aragora.server.middleware.tenancy import current_workspace
+from aragora.server.middleware.tenancy import current_principal, current_workspace
+from aragora.server.quotas import check_submit_rate
 from aragora.server.rendering import SafeJSONResponse
 from aragora.server.schemas import (
     CURSOR_PATTERN,
@@ -54,16 +66,20 @@ from aragora.server.schemas import (
     TaskOut,
     WaitSeconds,
 )
+from aragora.server.services import Services, get_services
 from aragora.server.state import ServerState, get_coordinator, get_server_state
 from aragora.store.base import TaskPage
+from aragora.tenancy.models import Principal
 
-PREFIX = "/api/control-plane"
+PREFIX = API_PREFIX
 
-router = APIRouter(prefix=PREFIX)
+router = APIRouter(prefix=PREFIX, dependencies=[Depends(authorize_route)])
 
 Coordinator = Annotated[ControlPlaneCoordinator, Depends(get_coordinator)]
 State = Annotated[ServerState, Depends(get_server_state)]
 Workspace = Annotated[str, Depends(current_workspace)]
+Caller = Annotated[Principal, Depends(current_principal)]
+Svc = Annotated[Services, Depends(get_services)]
 TaskId = Annotated[str, Path(min_length=1, max_length=MAX_TASK_ID_LENGTH)]
 AgentId = Annotated[str, Path(min_length=1, max_length=MAX_NAME_LENGTH, pattern=NAME_PATTERN)]
 OptionalName = Annotated[
@@ -82,8 +98,23 @@ OptionalName = Annotated[
     operation_id="registerAgent",
     responses=problem_responses(403, *BODY_PROBLEMS),
 )
-async def register_agent(body: RegisterAgentRequest, cp: Coordinator, ws: Workspace) -> Response:
-    """Register an agent, or update one; tasks it still held go back to the queue."""
+async def register_agent(
+    body: RegisterAgentRequest,
+    request: Request,
+    cp: Coordinator,
+    ws: Workspace,
+    guard: RouteGuard,
+    services: Svc,
+    caller: Caller,
+) -> Response:
+    """Register an agent, or update one; tasks it still held go back to the queue.
+
+    An agent token becomes the owner of the agent it registers (403 when another token
+    owns it); workspace rules see the agent's capabilities as ``agent_capabilities``.
+    """
+    set_audit_resource(request, f"agent:{body.agent_id}")
+    await guard.check(agent_capabilities=body.capabilities)
+    await claim_agent(services, caller, body.agent_id)
     agent = await cp.register_agent(
         body.agent_id,
         body.capabilities,
@@ -130,15 +161,18 @@ async def get_agent(agent_id: AgentId, cp: Coordinator, ws: Workspace) -> Respon
     response_model=HeartbeatOut,
     tags=["agents"],
     operation_id="heartbeat",
-    responses=problem_responses(404, *BODY_PROBLEMS),
+    responses=problem_responses(403, 404, *BODY_PROBLEMS),
 )
 async def heartbeat(
     agent_id: AgentId,
     cp: Coordinator,
     ws: Workspace,
+    services: Svc,
+    caller: Caller,
     body: HeartbeatRequest | None = None,
 ) -> Response:
     """Keep the agent alive; learn which of its tasks were cancelled while it ran them."""
+    await ensure_acts_as_agent(services, cp, caller, agent_id)
     status = None if body is None or body.status is None else AgentStatus(body.status)
     result = await cp.heartbeat(agent_id, status=status, workspace_id=ws)
     return SafeJSONResponse(
@@ -155,11 +189,18 @@ async def heartbeat(
     response_class=Response,
     tags=["agents"],
     operation_id="deregisterAgent",
-    responses=problem_responses(404, 422),
+    responses=problem_responses(403, 404, 422),
 )
-async def deregister_agent(agent_id: AgentId, cp: Coordinator, ws: Workspace) -> Response:
-    """Remove the agent; tasks it held go back to the queue (or fail, retries spent)."""
+async def deregister_agent(
+    agent_id: AgentId, cp: Coordinator, ws: Workspace, services: Svc, caller: Caller
+) -> Response:
+    """Remove the agent; tasks it held go back to the queue (or fail, retries spent).
+
+    The agent's id is free again afterwards: the next token to register it owns it.
+    """
+    await ensure_acts_as_agent(services, cp, caller, agent_id)
     await cp.deregister_agent(agent_id, workspace_id=ws)
+    await services.tenancy.store.release_agent_owner(ws, agent_id)
     return Response(status_code=204)
 
 
@@ -172,10 +213,32 @@ async def deregister_agent(agent_id: AgentId, cp: Coordinator, ws: Workspace) ->
     response_model=SubmitTaskOut,
     tags=["tasks"],
     operation_id="submitTask",
-    responses=problem_responses(402, 403, *BODY_PROBLEMS),
+    responses=problem_responses(402, 403, 429, *BODY_PROBLEMS),
 )
-async def submit_task(body: SubmitTaskRequest, cp: Coordinator, ws: Workspace) -> Response:
-    """Queue a task. 201 also when the idempotency key returned an existing task."""
+async def submit_task(
+    body: SubmitTaskRequest,
+    request: Request,
+    cp: Coordinator,
+    ws: Workspace,
+    guard: RouteGuard,
+    services: Svc,
+    caller: Caller,
+) -> Response:
+    """Queue a task. 201 also when the idempotency key returned an existing task.
+
+    Workspace rules see ``task_type``, ``priority``, ``payload_bytes`` and
+    ``required_capabilities``; an allowed submit then counts against the per-minute
+    rate limits (429 with ``Retry-After`` when used up).
+    """
+    payload_bytes = cp.scheduler.check_size("payload", body.payload)
+    await guard.check(
+        task_type=body.task_type,
+        priority=body.priority,
+        payload_bytes=payload_bytes,
+        required_capabilities=body.required_capabilities,
+    )
+    quotas = await services.quotas.get(ws)
+    await check_submit_rate(services.rate_limiter, quotas, caller)
     # The scheduler (not the facade's submit_task) returns the task, so the status of
     # an existing task comes without a second read.
     task = await cp.scheduler.submit(
@@ -190,6 +253,7 @@ async def submit_task(body: SubmitTaskRequest, cp: Coordinator, ws: Workspace) -
         metadata=body.metadata,
         cost_estimate=body.cost_estimate,
     )
+    set_audit_resource(request, f"task:{task.id}")
     return SafeJSONResponse(
         {"task_id": task.id, "status": task.status.value},
         status_code=201,
@@ -204,17 +268,29 @@ async def submit_task(body: SubmitTaskRequest, cp: Coordinator, ws: Workspace) -
     operation_id="claimTask",
     responses={
         204: {"description": "No task for this agent (within wait_s)"},
-        **problem_responses(404, *BODY_PROBLEMS),
+        **problem_responses(403, 404, *BODY_PROBLEMS),
     },
 )
 async def claim_task(
-    body: ClaimRequest, request: Request, cp: Coordinator, state: State, ws: Workspace
+    body: ClaimRequest,
+    request: Request,
+    cp: Coordinator,
+    state: State,
+    ws: Workspace,
+    guard: RouteGuard,
+    services: Svc,
+    caller: Caller,
 ) -> Response:
     """Lease the best task the agent may run, waiting up to ``wait_s`` for one.
 
     The answer carries the ``lease_token`` that completing or failing the attempt needs.
-    204 when no task came within ``wait_s`` or the server began to shut down.
+    204 when no task came within ``wait_s`` or the server began to shut down. Workspace
+    rules see the agent's capabilities as ``agent_capabilities``.
     """
+    set_audit_resource(request, f"agent:{body.agent_id}")
+    await ensure_acts_as_agent(services, cp, caller, body.agent_id)
+    agent = await cp.get_agent(body.agent_id, workspace_id=ws)
+    await guard.check(agent_capabilities=agent.capabilities)
     task: Task | None
     if body.wait_s > 0 and not state.shutting_down:
         outcome = await long_poll(
@@ -354,7 +430,10 @@ async def retry_task(task_id: TaskId, cp: Coordinator, ws: Workspace) -> Respons
     response_class=HealthJSONResponse,
     tags=["health"],
     operation_id="health",
-    responses={503: {"model": HealthOut, "description": "The control plane is failing"}},
+    responses={
+        **problem_responses(),
+        503: {"model": HealthOut, "description": "The control plane is failing"},
+    },
 )
 async def health(cp: Coordinator, ws: Workspace) -> Response:
     """Health of the control plane: 200 for pass or warn, 503 for fail."""

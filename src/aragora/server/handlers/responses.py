@@ -23,14 +23,16 @@ class HealthJSONResponse(SafeJSONResponse):
 
 _PROBLEM_DESCRIPTIONS = {
     400: "Malformed JSON",
-    401: "Missing or invalid admin token",
-    404: "No such task or agent in this workspace",
+    401: "Missing or invalid API token (one generic message whatever the reason)",
+    404: "No such object in this workspace",
     409: "The request conflicts with the current state (lease lost, task cancelled, ...)",
     413: "Request body, payload, metadata or result too large",
     402: "The workspace budget for the period cannot cover the task",
     415: "The body is not sent as application/json",
     422: "A field failed validation; the body names it",
-    403: "A workspace limit is reached; the body names the quota",
+    403: "Forbidden by the role, a workspace rule or agent ownership (type forbidden), "
+    "or a workspace limit is reached (type quota-exceeded, naming the quota)",
+    429: "A rate limit is used up; retry after Retry-After seconds",
     503: "The store is unavailable",
 }
 
@@ -38,12 +40,13 @@ _PROBLEM_DESCRIPTIONS = {
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` entries for problem+json answers with these statuses.
 
+    Every authenticated route may also answer 401, 403 and 503, which are always added.
     FastAPI documents them as ``application/json``; the app's OpenAPI hook moves every
     4xx and 5xx body to ``application/problem+json``.
     """
     return {
         status: {"model": Problem, "description": _PROBLEM_DESCRIPTIONS.get(status, "Error")}
-        for status in (*statuses, 401, 503)
+        for status in sorted({*statuses, 401, 403, 503})
     }
 
 

@@ -1,75 +1,147 @@
 """Who is calling, and in which workspace they act.
 
-Today there is one principal, the operator holding the admin token, and one
-workspace, ``"default"``. Handlers learn the workspace only from
-:func:`current_workspace`, never from the request body, so that per-workspace tokens
-can later replace it in this one place: the middleware will resolve the token to a
-principal and its workspace, and :func:`current_workspace` will read that.
+:class:`TenancyMiddleware` turns ``Authorization: Bearer <token>`` into a
+:class:`~aragora.tenancy.models.Principal` through
+:meth:`~aragora.tenancy.service.TenancyService.authenticate` and keeps it in the
+request's :class:`~aragora.server.context.RequestContext`. Handlers learn the workspace
+only from :func:`current_workspace` (the principal's), never from a body or a query, so
+a token of one workspace cannot reach another's objects.
+
+Every refusal answers the same 401 body (:data:`AUTHENTICATION_FAILED_MESSAGE`),
+whatever the reason: telling an unknown token from an expired or revoked one would help
+someone probing with guessed or stolen tokens. The reason is logged; the token never is.
 """
 
 from __future__ import annotations
 
-import hmac
+import logging
 from typing import Final
 
 from starlette import status
 from starlette.datastructures import Headers
+from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocketClose
 
-from aragora.server.problems import UNAUTHORIZED, problem
+from aragora.control_plane.errors import StoreUnavailableError
+from aragora.server.context import request_context
+from aragora.server.errors import ForbiddenError
+from aragora.server.problems import UNAUTHORIZED, problem, problem_for_error
+from aragora.server.services import require_services
+from aragora.server.state import ServerState
+from aragora.tenancy.errors import AUTHENTICATION_FAILED_MESSAGE, AuthenticationError
+from aragora.tenancy.models import Principal
+from aragora.tenancy.service import DEFAULT_WORKSPACE
 
-DEFAULT_WORKSPACE: Final = "default"
+__all__ = [
+    "DEFAULT_WORKSPACE",
+    "OPEN_PATHS",
+    "WORKSPACE_HEADER",
+    "TenancyMiddleware",
+    "current_principal",
+    "current_workspace",
+]
+
+logger = logging.getLogger(__name__)
 
 OPEN_PATHS: Final = frozenset({"/livez", "/readyz", "/openapi.json", "/docs"})
 """Paths served without a token: probes for orchestrators, and the API description."""
 
-_REALM = 'Bearer realm="aragora"'
+WORKSPACE_HEADER: Final = "x-workspace-id"
+"""Optional request header: a client's statement of the workspace it means to act in.
+It never selects a workspace; one that differs from the token's is refused (403)."""
+
+_CHALLENGE = 'Bearer realm="aragora"'
+_INVALID_CHALLENGE = 'Bearer realm="aragora", error="invalid_token"'
 
 
-def current_workspace() -> str:
-    """Dependency: the workspace the request acts in (always ``"default"`` for now)."""
-    return DEFAULT_WORKSPACE
+def current_principal(connection: HTTPConnection) -> Principal:
+    """Dependency: the authenticated caller.
+
+    The middleware lets no request without one reach a handler; reaching this without a
+    principal means the route is open and must not ask for one.
+    """
+    principal = request_context(connection.scope).principal
+    if principal is None:
+        raise RuntimeError("no authenticated principal on this request (an open route?)")
+    return principal
 
 
-class AdminTokenMiddleware:
-    """Pure ASGI middleware: with a token set, every path but :data:`OPEN_PATHS` needs
-    ``Authorization: Bearer <token>``; otherwise 401 with ``WWW-Authenticate: Bearer``
-    (a WebSocket is closed with code 1008 instead).
+def current_workspace(connection: HTTPConnection) -> str:
+    """Dependency: the workspace the request acts in, the principal's own."""
+    return current_principal(connection).workspace_id
 
-    Tokens are compared in constant time and never logged.
+
+class TenancyMiddleware:
+    """Pure ASGI middleware: authenticate every request but :data:`OPEN_PATHS`.
+
+    Missing or invalid tokens get 401 problem+json with ``WWW-Authenticate: Bearer``
+    (a WebSocket is closed with code 1008); a mismatching ``X-Workspace-ID`` gets 403.
+    Before the app's services are built (no lifespan yet) every request gets 503.
+    The body is never read before the token is checked.
     """
 
-    def __init__(self, app: ASGIApp, admin_token: str | None) -> None:
-        if admin_token is not None and not admin_token:
-            raise ValueError("admin_token must be non-empty when given")
+    def __init__(self, app: ASGIApp, state: ServerState) -> None:
         self.app = app
-        self._expected = admin_token.encode() if admin_token is not None else None
+        self.state = state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            self._expected is None
-            or scope["type"] not in ("http", "websocket")
-            or _app_path(scope) in OPEN_PATHS
-        ):
+        if scope["type"] not in ("http", "websocket") or _app_path(scope) in OPEN_PATHS:
             await self.app(scope, receive, send)
             return
-        presented = _bearer_token(Headers(scope=scope).get("authorization"))
-        if scope["type"] == "websocket":
-            if presented is None or not hmac.compare_digest(presented, self._expected):
+        is_http = scope["type"] == "http"
+        try:
+            services = require_services(self.state)
+        except StoreUnavailableError as exc:
+            if is_http:
+                await problem_for_error(exc)(scope, receive, send)
+            else:
+                await WebSocketClose(code=status.WS_1011_INTERNAL_ERROR)(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        context = request_context(scope)
+        presented = _bearer_token(headers.get("authorization"))
+        try:
+            if presented is None:
+                raise AuthenticationError("malformed")
+            principal = await services.tenancy.authenticate(presented)
+        except AuthenticationError as exc:
+            logger.info(
+                "authentication failed (%s) for %s %s from %s",
+                exc.reason,
+                scope.get("method", "WEBSOCKET"),
+                _app_path(scope),
+                context.client_address,
+            )
+            if not is_http:
                 await WebSocketClose(code=status.WS_1008_POLICY_VIOLATION)(scope, receive, send)
                 return
-            await self.app(scope, receive, send)
-            return
-        if presented is None:
-            await _unauthorized("this endpoint needs an Authorization: Bearer token", _REALM)(
-                scope, receive, send
+            challenge = _CHALLENGE if presented is None else _INVALID_CHALLENGE
+            response = problem(
+                401,
+                UNAUTHORIZED,
+                "Unauthorized",
+                AUTHENTICATION_FAILED_MESSAGE,
+                headers={"WWW-Authenticate": challenge},
             )
+            await response(scope, receive, send)
             return
-        if not hmac.compare_digest(presented, self._expected):
-            await _unauthorized(
-                "the bearer token is not valid", f'{_REALM}, error="invalid_token"'
-            )(scope, receive, send)
+        except StoreUnavailableError as exc:
+            if is_http:
+                await problem_for_error(exc)(scope, receive, send)
+            else:
+                await WebSocketClose(code=status.WS_1011_INTERNAL_ERROR)(scope, receive, send)
+            return
+        context.principal = principal
+        stated = headers.get(WORKSPACE_HEADER)
+        if stated is not None and stated != principal.workspace_id:
+            if not is_http:
+                await WebSocketClose(code=status.WS_1008_POLICY_VIOLATION)(scope, receive, send)
+                return
+            denied = ForbiddenError(
+                "the X-Workspace-ID header names another workspace than the token's"
+            )
+            await problem_for_error(denied)(scope, receive, send)
             return
         await self.app(scope, receive, send)
 
@@ -81,18 +153,16 @@ def _app_path(scope: Scope) -> str:
     return path[len(root) :] if root and path.startswith(root) else path
 
 
-def _bearer_token(header: str | None) -> bytes | None:
+def _bearer_token(header: str | None) -> str | None:
+    """The token of a ``Bearer`` authorization header (scheme in any case), else None.
+
+    Header values arrive decoded as latin-1; a token is ASCII, so anything else simply
+    fails to authenticate.
+    """
     if header is None:
         return None
     scheme, _, token = header.partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         return None
-    # Header values arrive as latin-1; this recovers the bytes the client sent.
-    return token.encode("latin-1")
-
-
-def _unauthorized(detail: str, challenge: str) -> ASGIApp:
-    return problem(
-        401, UNAUTHORIZED, "Unauthorized", detail, headers={"WWW-Authenticate": challenge}
-    )
+    return token
