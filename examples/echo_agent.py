@@ -1,4 +1,13 @@
-"""An agent that answers "echo" tasks. Run it with: python examples/echo_agent.py"""
+"""An agent that answers "echo" tasks. Run it with: python examples/echo_agent.py
+
+Against a local ``aragora serve`` (http://127.0.0.1:8080) started in this directory, it
+uses the admin token the server wrote to ./.aragora/admin.token. Elsewhere, give it a
+token of role ``agent``::
+
+    export ARAGORA_URL=https://cp.example.com
+    export ARAGORA_TOKEN=$(aragora token create --role agent --workspace team-a)
+    python examples/echo_agent.py
+"""
 
 from aragora.agent import Agent, TaskContext
 

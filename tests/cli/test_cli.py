@@ -13,17 +13,47 @@ import pytest
 from typer.testing import CliRunner
 
 from aragora.agent import Agent
-from aragora.cli import ExitCode, UsageProblem, app, exit_code_for, load_agent
-from aragora.client import AuthenticationError, ServerError, ServerUnreachableError
+from aragora.cli import (
+    AuditChainBroken,
+    ExitCode,
+    UsageProblem,
+    _budget_rows,
+    _cedar_summary,
+    _message,
+    _workspace_rows,
+    app,
+    exit_code_for,
+    load_agent,
+    parse_duration,
+)
+from aragora.client import (
+    AuthenticationError,
+    BudgetReport,
+    BudgetSettings,
+    PermissionDeniedError,
+    RateLimitedError,
+    ServerError,
+    ServerUnreachableError,
+    WorkspaceInfo,
+)
 from aragora.control_plane import (
+    BudgetExceededError,
     ConfigError,
     InvalidStateError,
     LeaseLostError,
+    QuotaExceededError,
     StoreUnavailableError,
     TaskCancelledError,
     TaskFailedError,
     TaskNotFoundError,
     ValidationError,
+)
+from aragora.control_plane.models import BudgetPeriod
+from aragora.tenancy import (
+    TokenNotFoundError,
+    WorkspaceExistsError,
+    WorkspaceNotFoundError,
+    WorkspaceQuotas,
 )
 
 runner = CliRunner()
@@ -51,6 +81,14 @@ def _closed_url() -> str:
         (TimeoutError("slow"), ExitCode.TIMEOUT),
         (LeaseLostError("t"), ExitCode.CONFLICT),
         (InvalidStateError("s"), ExitCode.CONFLICT),
+        (WorkspaceExistsError("w"), ExitCode.CONFLICT),
+        (WorkspaceNotFoundError("w"), ExitCode.NOT_FOUND),
+        (TokenNotFoundError("tok_1"), ExitCode.NOT_FOUND),
+        (PermissionDeniedError("role viewer lacks task.submit"), ExitCode.REFUSED),
+        (RateLimitedError("used up", 3.0), ExitCode.REFUSED),
+        (QuotaExceededError("max_pending_tasks", 10, 10), ExitCode.REFUSED),
+        (BudgetExceededError(5.0, 4.0, 2.0), ExitCode.REFUSED),
+        (AuditChainBroken("broken"), ExitCode.AUDIT_BROKEN),
     ],
 )
 def test_exit_codes(error: BaseException, code: ExitCode) -> None:
@@ -60,8 +98,33 @@ def test_exit_codes(error: BaseException, code: ExitCode) -> None:
 def test_help_documents_the_exit_codes() -> None:
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for line in ("0  success", "4  authentication error", "7  conflict"):
+    for line in (
+        "0  success",
+        "4  authentication error",
+        "7  conflict",
+        "8  refused: forbidden",
+        "9  audit chain broken",
+    ):
         assert line in result.output
+    assert "./.aragora/admin.token" in result.output
+    for group in ("workspace", "token", "policy", "audit", "keys"):
+        sub = runner.invoke(app, [group, "--help"])
+        assert sub.exit_code == 0 and "8  refused" in sub.output, group
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("30d", 30 * 86_400), ("12h", 43_200), ("15m", 900), ("3600s", 3_600), ("90", 90),
+     ("1d12h", 129_600), ("1.5h", 5_400), ("2w", 1_209_600), (" 10M ", 600)],
+)  # fmt: skip
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "d", "10x", "1h 30m", "-5m", "0s", "h1", "1d-2h"])
+def test_bad_durations_are_usage_errors(text: str) -> None:
+    with pytest.raises(UsageProblem, match="--expires-in"):
+        parse_duration(text)
 
 
 @pytest.mark.parametrize(
@@ -71,6 +134,17 @@ def test_help_documents_the_exit_codes() -> None:
         (["task", "submit", "x", "--priority", "urgent"], "--priority: unknown priority"),
         (["task", "submit", "x", "--metadata", "[1]"], "--metadata must be a JSON object"),
         (["agent", "run", "no_such_module_here:agent"], "cannot import 'no_such_module_here'"),
+        (["token", "create", "--role", "root"], "--role: unknown role 'root'"),
+        (["token", "create", "--role", "viewer", "--expires-in", "soon"], "--expires-in: 'soon'"),
+        (["workspace", "create", "w", "--max-agents", "many"], "--max-agents: expected"),
+        (["workspace", "create", "w", "--budget-period", "daily"], "--budget-period and"),
+        (
+            ["workspace", "create", "w", "--budget", "5", "--budget-period", "weekly"],
+            "--budget-period: expected daily or monthly",
+        ),
+        (["workspace", "update", "w"], "nothing to change"),
+        (["policy", "put", "r", "--file", "/no/such/file.cedar"], "--file: cannot read"),
+        (["audit", "verify", "--workspace", "w"], "--workspace applies to --file only"),
     ],
 )
 def test_usage_errors_are_one_line_and_exit_2(args: list[str], message: str) -> None:
@@ -98,6 +172,18 @@ def test_unreachable_server_exits_5_from_every_client_command() -> None:
         ["task", "cancel", "t"],
         ["task", "retry", "t"],
         ["task", "submit", "echo", "--json"],
+        ["workspace", "create", "w", "--max-pending-tasks", "unlimited"],
+        ["workspace", "list"],
+        ["workspace", "show", "w"],
+        ["workspace", "update", "w", "--plan", "free"],
+        ["token", "create", "--role", "viewer", "--expires-in", "30d"],
+        ["token", "list"],
+        ["token", "revoke", "tok_1"],
+        ["policy", "list"],
+        ["policy", "delete", "r"],
+        ["budget"],
+        ["audit", "verify"],
+        ["audit", "export"],
     ):
         result = runner.invoke(app, [*args, "--url", url])
         assert result.exit_code == ExitCode.UNREACHABLE, args
@@ -140,3 +226,53 @@ def test_load_agent_from_a_file_a_module_or_a_factory(
         load_agent("my_agents:missing")
     with pytest.raises(UsageProblem, match="no file"):
         load_agent(f"{tmp_path / 'absent.py'}:agent")
+
+
+def test_tables_of_workspaces_budgets_and_rules() -> None:
+    ws = WorkspaceInfo(
+        "team",
+        "free",
+        WorkspaceQuotas(max_agents=2, max_pending_tasks=None),
+        BudgetSettings(25.0, BudgetPeriod.DAILY, 0.5),
+        created_at=0.0,
+    )
+    rows = dict(_workspace_rows(ws))
+    assert (rows["max agents"], rows["max pending tasks"]) == ("2", "unlimited")
+    assert rows["budget"] == "25 daily, alert at 50%"
+    assert rows["created"] == "1970-01-01T00:00:00Z"
+
+    report = BudgetReport(
+        period="d20250101",
+        budget=10.0,
+        reserved=2.5,
+        spent=5.0,
+        by_task_type={"debate": 5.0},
+        by_model={},
+        limits={"max_agents": None, "max_payload_bytes": 1024, "budget": 10.0,
+                "budget_period": "daily", "budget_soft_ratio": 0.8},
+    )  # fmt: skip
+    budget = dict(_budget_rows(report))
+    assert (budget["budget"], budget["used"], budget["by task type"], budget["by model"]) == (
+        "10 daily",
+        "75%",
+        "debate 5",
+        "-",
+    )
+    assert (budget["limit max agents"], budget["limit max payload bytes"]) == ("unlimited", "1024")
+    assert "limit budget period" not in budget
+
+    text = "// a comment\nforbid(principal, action, resource)\n  when { true };\n"
+    assert _cedar_summary(text) == "forbid(principal, action, resource) when { true };"
+
+
+def test_authentication_errors_say_where_the_token_came_from() -> None:
+    from_file = AuthenticationError(401, "the bearer token is not valid", Path(".aragora/x"))
+    assert _message(from_file) == (
+        "authentication failed (401): the bearer token is not valid; "
+        "the token was read from .aragora/x"
+    )
+    given = AuthenticationError(401, "the bearer token is not valid")
+    assert _message(given).endswith("; check --token / ARAGORA_TOKEN")
+    assert _message(PermissionDeniedError("role viewer lacks task.submit")) == (
+        "permission denied (403): role viewer lacks task.submit"
+    )

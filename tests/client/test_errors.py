@@ -8,9 +8,13 @@ from typing import Any
 import httpx
 import pytest
 
+from aragora.audit import AuditIntegrityError
 from aragora.client import (
     AsyncControlPlaneClient,
+    AuthenticationError,
     ControlPlaneClient,
+    PermissionDeniedError,
+    RateLimitedError,
     ServerError,
     ServerUnreachableError,
     error_from_response,
@@ -19,17 +23,21 @@ from aragora.client import (
 )
 from aragora.control_plane import (
     AgentNotFoundError,
+    BudgetExceededError,
     ConfigError,
     ConflictError,
     ControlPlaneError,
     InvalidStateError,
     LeaseLostError,
     NotFoundError,
+    QuotaExceededError,
     StoreUnavailableError,
     TaskCancelledError,
     TaskNotFoundError,
     ValidationError,
 )
+from aragora.policy import RuleNotFoundError
+from aragora.tenancy import TokenNotFoundError, WorkspaceExistsError, WorkspaceNotFoundError
 
 
 def _problem(status: int, name: str | None = None, **extra: Any) -> httpx.Response:
@@ -56,6 +64,23 @@ def _problem(status: int, name: str | None = None, **extra: Any) -> httpx.Respon
         (_problem(409), {"conflict": "lease"}, LeaseLostError),
         (_problem(409), {"conflict": "state"}, InvalidStateError),
         (_problem(409, "conflict"), {"conflict": "lease"}, ConflictError),
+        (_problem(404, "workspace-not-found"), {}, WorkspaceNotFoundError),
+        (_problem(404), {"target": ("workspace", "w")}, WorkspaceNotFoundError),
+        (_problem(404, "token-not-found"), {"target": ("token", "tok_1")}, TokenNotFoundError),
+        (_problem(404, "rule-not-found"), {"target": ("rule", "r")}, RuleNotFoundError),
+        (
+            _problem(409, "conflict"),
+            {"conflict": "exists", "target": ("workspace", "w")},
+            WorkspaceExistsError,
+        ),
+        (_problem(409, "conflict"), {"target": ("workspace", "w")}, ConflictError),
+        (_problem(409, "audit-chain-damaged", seq=3), {}, AuditIntegrityError),
+        (_problem(401, "unauthorized"), {}, AuthenticationError),
+        (_problem(403, "forbidden"), {}, PermissionDeniedError),
+        (_problem(403), {}, PermissionDeniedError),
+        (_problem(403, "quota-exceeded"), {}, QuotaExceededError),
+        (_problem(402, "budget-exceeded"), {}, BudgetExceededError),
+        (_problem(429, "rate-limited"), {}, RateLimitedError),
         (_problem(503, "store-unavailable"), {}, StoreUnavailableError),
         (_problem(500, "internal-error"), {}, ServerError),
         (httpx.Response(502, text="bad gateway"), {}, ServerError),
@@ -130,3 +155,47 @@ def test_bad_waits_are_rejected_before_any_request() -> None:
         assert negative.value.field == "timeout_s"
         with pytest.raises(ValidationError):
             cp.claim_task("a", wait_s=float("nan"))
+
+
+def test_not_found_errors_name_the_object_asked_about() -> None:
+    missing = error_from_response(_problem(404, "workspace-not-found"), target=("workspace", "w"))
+    assert isinstance(missing, WorkspaceNotFoundError) and missing.name == "w"
+    revoked = error_from_response(_problem(404, "token-not-found"), target=("token", "tok_9"))
+    assert isinstance(revoked, TokenNotFoundError) and revoked.token_id == "tok_9"
+    exists = error_from_response(
+        _problem(409, "conflict"), conflict="exists", target=("workspace", "w")
+    )
+    assert isinstance(exists, WorkspaceExistsError) and exists.name == "w"
+
+
+def test_forbidden_keeps_the_reason_and_the_rules() -> None:
+    error = error_from_response(
+        _problem(403, "forbidden", detail="denied by rule", reason="x", rule_ids=["no-exec"])
+    )
+    assert isinstance(error, PermissionDeniedError)
+    assert (error.status, error.detail, error.rule_ids) == (403, "denied by rule", ("no-exec",))
+    assert not isinstance(error, AuthenticationError)
+
+
+@pytest.mark.parametrize(
+    ("headers", "extra", "expected_s"),
+    [
+        ({"Retry-After": "7"}, {"retry_after_s": 6.25}, 6.25),
+        ({"Retry-After": "7"}, {}, 7.0),
+        ({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}, {}, 0.0),
+        ({"Retry-After": "soon"}, {}, 1.0),
+        ({}, {}, 1.0),
+    ],
+)
+def test_rate_limited_carries_retry_after(
+    headers: dict[str, str], extra: dict[str, Any], expected_s: float
+) -> None:
+    response = _problem(429, "rate-limited", detail="max_submits_per_minute used up", **extra)
+    response.headers.update(headers)
+    error = error_from_response(response)
+    assert isinstance(error, RateLimitedError)
+    assert error.retry_after_s == expected_s
+    assert error.status == 429
+    # A ServerError, so callers that back off on transient answers (the agent SDK) retry.
+    assert isinstance(error, ServerError)
+    assert str(error).startswith("rate limited: max_submits_per_minute used up")

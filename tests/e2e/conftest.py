@@ -1,7 +1,12 @@
 """Real processes for end-to-end tests: ``aragora serve`` servers, agents and CLI runs.
 
-Servers listen on a free port with an admin token, on an SQLite file in a temporary
-directory or on Redis under a key prefix of their own; a test waits for ``/readyz``.
+Servers listen on a free port, on an SQLite file in a temporary directory or on Redis
+under a key prefix of their own; a test waits for ``/readyz``. Every server of one
+test shares the test's ARAGORA_SECRET_KEY (tokens issued through one are known to all
+on the same store) and, unless told otherwise, the admin token ``e2e-token`` of
+workspace ``default`` (ARAGORA_ADMIN_TOKEN). Agents run with a token of role
+``agent`` issued through the CLI (``aragora token create``).
+
 Agents are ``aragora agent run tests/e2e/agents/scripted.py`` processes whose stdout
 lines (``RAN ...``, ``STARTED ...``) are read by a thread into a queue, so a test
 blocks on the next line with a deadline instead of polling.
@@ -9,6 +14,8 @@ blocks on the next line with a deadline instead of polling.
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import queue
 import signal
@@ -34,6 +41,15 @@ EXAMPLES = Path(__file__).parents[2] / "examples"
 CLI = (sys.executable, "-m", "aragora.cli")
 START_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 15.0
+ADMIN_TOKEN = "e2e-token"
+_SERVER_ENV_DROPPED = (
+    "ARAGORA_REDIS_URL",
+    "ARAGORA_ADMIN_TOKEN",
+    "ARAGORA_SECRET_KEY",
+    "ARAGORA_DATA_DIR",
+    "ARAGORA_TOKEN",
+    "ARAGORA_URL",
+)
 
 
 def free_port() -> int:
@@ -55,15 +71,32 @@ def _stop(proc: subprocess.Popen[str], sig: signal.Signals = signal.SIGTERM) -> 
 
 @dataclass
 class ServerProc:
-    """A running ``aragora serve``."""
+    """A running ``aragora serve``; ``token`` is its admin token (``None`` when the
+    server issued one itself: it is then in ``data_dir/admin.token``)."""
 
     url: str
-    token: str
+    token: str | None
     proc: subprocess.Popen[str]
     log_path: Path
+    data_dir: Path
+    _role_tokens: dict[tuple[str, str | None], str] = field(default_factory=dict)
 
-    def client(self) -> ControlPlaneClient:
-        return ControlPlaneClient(self.url, self.token)
+    def client(self, token: str | None = None) -> ControlPlaneClient:
+        """A client with ``token``, else the admin token."""
+        return ControlPlaneClient(self.url, token or self.token)
+
+    def role_token(self, role: str, workspace: str | None = None) -> str:
+        """A token of ``role`` (in ``workspace``, default ``default``), issued once per
+        server through ``aragora token create`` and then reused."""
+        key = (role, workspace)
+        if key not in self._role_tokens:
+            args = ["token", "create", "--role", role, "--json"]
+            if workspace is not None:
+                args += ["--workspace", workspace]
+            issued = run_cli(*args, server=self)
+            assert issued.returncode == 0, issued.stderr
+            self._role_tokens[key] = json.loads(issued.stdout)["token"]
+        return self._role_tokens[key]
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -141,6 +174,7 @@ class Processes:
     def __init__(self, tmp_path: Path, redis_url: str) -> None:
         self.tmp_path = tmp_path
         self.redis_url = redis_url
+        self.secret_key = base64.b64encode(os.urandom(32)).decode("ascii")
         self._procs: list[subprocess.Popen[str]] = []
         self._server_procs: list[subprocess.Popen[str]] = []
         self._threads: list[threading.Thread] = []
@@ -164,26 +198,44 @@ class Processes:
         *,
         store: str | None = None,
         env: Mapping[str, str] | None = None,
-        token: str = "e2e-token",
+        token: str | None = ADMIN_TOKEN,
         wait: bool = True,
         port: int | None = None,
+        data_dir: Path | None = None,
+        shared_secret: bool = True,
     ) -> ServerProc:
-        """Start ``aragora serve``; by default on an SQLite file of its own."""
+        """Start ``aragora serve``; by default on an SQLite file of its own.
+
+        ``token`` is set as ARAGORA_ADMIN_TOKEN (``None``: unset, so the server issues
+        one). ``shared_secret`` sets this test's ARAGORA_SECRET_KEY (else the server
+        keeps a ``secret.key`` in its data directory).
+        """
         port = port or free_port()
-        data_dir = self.tmp_path / f"data-{port}"
+        data_dir = data_dir or self.tmp_path / f"data-{port}"
         args = [*CLI, "serve", "--port", str(port), "--data-dir", str(data_dir)]
         if store is not None:
             args += ["--store", store]
         log_path, log = self._log_file(f"server-{port}")
-        full_env = {**os.environ, **(env or {}), "ARAGORA_ADMIN_TOKEN": token}
-        full_env.pop("ARAGORA_REDIS_URL", None)
+        full_env = dict(os.environ)
+        for name in _SERVER_ENV_DROPPED:
+            full_env.pop(name, None)
+        if token is not None:
+            full_env["ARAGORA_ADMIN_TOKEN"] = token
+        if shared_secret:
+            full_env["ARAGORA_SECRET_KEY"] = self.secret_key
+        full_env.update(env or {})
         proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=full_env, text=True)
         self._procs.append(proc)
         self._server_procs.append(proc)
-        server = ServerProc(f"http://127.0.0.1:{port}", token, proc, log_path)
+        server = ServerProc(f"http://127.0.0.1:{port}", token, proc, log_path, data_dir)
         if wait:
             server.wait_ready()
         return server
+
+    def stop(self, server: ServerProc) -> int:
+        """Stop a server with SIGTERM (it drains gracefully) and return its exit status."""
+        _stop(server.proc)
+        return server.proc.returncode
 
     def agent(
         self,
@@ -194,12 +246,15 @@ class Processes:
         concurrency: int = 1,
         env: Mapping[str, str] | None = None,
         target: str = f"{SCRIPTED_AGENT}:agent",
+        token: str | None = None,
     ) -> AgentProc:
         """Start ``aragora agent run TARGET`` (the scripted agent) against ``server``
-        (a server, or the URL of one that may not be up yet)."""
-        url, token = (
-            (server, "e2e-token") if isinstance(server, str) else (server.url, server.token)
-        )
+        with ``token``, by default the server's token of role ``agent`` (``server`` may
+        also be the URL of a server that is not up yet: the admin token is used then)."""
+        if isinstance(server, str):
+            url, token = server, token or ADMIN_TOKEN
+        else:
+            url, token = server.url, token or server.role_token("agent")
         agent_id = agent_id or f"agent-{uuid.uuid4().hex[:8]}"
         log_path, log = self._log_file(agent_id)
         full_env = {
@@ -254,16 +309,31 @@ class CliResult:
 
 
 def run_cli(
-    *args: str, server: ServerProc | None = None, env: Mapping[str, str] | None = None
+    *args: str,
+    server: ServerProc | None = None,
+    token: str | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
 ) -> CliResult:
-    """Run ``aragora ARGS`` as a process (pointed at ``server`` when given)."""
-    full_env = {**os.environ, **(env or {})}
-    full_env.pop("ARAGORA_URL", None)
-    full_env.pop("ARAGORA_TOKEN", None)
+    """Run ``aragora ARGS`` as a process, pointed at ``server`` when given, with
+    ``token`` (default: the server's admin token) as ARAGORA_TOKEN."""
+    full_env = dict(os.environ)
+    for name in ("ARAGORA_URL", "ARAGORA_TOKEN", "ARAGORA_DATA_DIR"):
+        full_env.pop(name, None)
+    full_env.update(env or {})
     if server is not None:
-        full_env.update({"ARAGORA_URL": server.url, "ARAGORA_TOKEN": server.token})
+        full_env["ARAGORA_URL"] = server.url
+    chosen = token or (server.token if server is not None else None)
+    if chosen is not None:
+        full_env["ARAGORA_TOKEN"] = chosen
     done = subprocess.run(
-        [*CLI, *args], capture_output=True, text=True, env=full_env, timeout=45, check=False
+        [*CLI, *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=45,
+        check=False,
+        cwd=cwd,
     )
     return CliResult(done.returncode, done.stdout, done.stderr)
 

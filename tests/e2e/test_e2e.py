@@ -1,4 +1,8 @@
-"""End to end: real ``aragora serve`` processes, real agent processes, the real CLI."""
+"""End to end: real ``aragora serve`` processes, real agent processes, the real CLI.
+
+Agents run with tokens of role ``agent`` and tasks are submitted with tokens of role
+``submitter``, both issued through ``aragora token create``.
+"""
 
 from __future__ import annotations
 
@@ -30,10 +34,11 @@ def test_submit_wait_via_cli_returns_the_agents_result(
     cap = unique("echo")
     shared_procs.agent(shared_server, capabilities=[cap])
 
+    submitter = shared_server.role_token("submitter")
     done = run_cli(
         "task", "submit", "echo", "--payload", '{"label": "hi", "n": 1}',
         "--priority", "high", "-c", cap, "--wait", "--timeout-wait", str(WAIT_S), "--json",
-        server=shared_server,
+        server=shared_server, token=submitter,
     )  # fmt: skip
 
     assert done.returncode == 0, done.stderr
@@ -44,14 +49,14 @@ def test_submit_wait_via_cli_returns_the_agents_result(
     assert task["cost"] == 0.25
     assert task["lease_token"] is None
 
-    shown = run_cli("task", "get", task["id"], "--json", server=shared_server)
+    shown = run_cli("task", "get", task["id"], "--json", server=shared_server, token=submitter)
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout)["result"] == task["result"]
 
 
 def test_priority_order_over_http(shared_procs: Processes, shared_server: ServerProc) -> None:
     cap = unique("prio")
-    with shared_server.client() as cp:
+    with shared_server.client(shared_server.role_token("submitter")) as cp:
         ids = {
             prio: cp.submit_task("echo", {"label": prio}, [cap], priority=prio)
             for prio in ("low", "normal", "critical", "high")
@@ -70,7 +75,8 @@ def test_failing_handler_is_retried_then_failed_with_every_error(procs: Processe
     )
     cap = unique("fail")
     procs.agent(server, capabilities=[cap])
-    with server.client() as cp:
+    submitter = server.role_token("submitter")
+    with server.client(submitter) as cp:
         task_id = cp.submit_task("fail", {"label": "f"}, [cap])
         with pytest.raises(TaskFailedError) as failed:
             cp.wait_for_result(task_id, WAIT_S)
@@ -81,7 +87,7 @@ def test_failing_handler_is_retried_then_failed_with_every_error(procs: Processe
     assert [e.error for e in task.errors] == [f"boom on attempt {n}" for n in (1, 2, 3)]
     assert len(failed.value.errors) == 3
 
-    waited = run_cli("task", "wait", task_id, "--json", server=server)
+    waited = run_cli("task", "wait", task_id, "--json", server=server, token=submitter)
     assert waited.returncode == 1
     assert json.loads(waited.stdout)["status"] == "failed"
     assert waited.stderr.count("\n") == 1 and "boom on attempt 3" in waited.stderr
@@ -96,7 +102,7 @@ def test_agent_killed_mid_task_loses_nothing(procs: Processes) -> None:
     server = procs.server(env=fast)
     cap = unique("kill")
     first = procs.agent(server, capabilities=[cap], env={**fast, "SCRIPTED_BLOCK": "1"})
-    with server.client() as cp:
+    with server.client(server.role_token("submitter")) as cp:
         task_id = cp.submit_task("block", {"label": "k"}, [cap])
         assert first.expect("STARTED").split()[1] == task_id
         first.stop(signal.SIGKILL)
@@ -122,11 +128,12 @@ def test_two_servers_share_one_redis(procs: Processes) -> None:
     first.wait_ready()
     second.wait_ready()
     cap = unique("dual")
+    submitter = first.role_token("submitter")  # issued through the first, valid on both
 
-    with first.client() as cp:
+    with first.client(submitter) as cp:
         task_id = cp.submit_task("echo", {"label": "r"}, [cap])
     waiter = subprocess.Popen(
-        [*CLI, "--url", second.url, "--token", second.token, "--json",
+        [*CLI, "--url", second.url, "--token", submitter, "--json",
          "task", "wait", task_id, "--timeout", str(WAIT_S)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
@@ -137,7 +144,7 @@ def test_two_servers_share_one_redis(procs: Processes) -> None:
     task = json.loads(stdout)
     assert task["id"] == task_id
     assert task["result"]["echo"] == {"label": "r"}
-    with second.client() as cp:
+    with second.client(submitter) as cp:
         assert cp.get_task(task_id).status is TaskStatus.COMPLETED
 
 
@@ -172,15 +179,16 @@ def test_agent_with_a_wrong_token_exits_4_in_one_line(shared_server: ServerProc)
 
 
 def test_cli_exit_codes_for_not_found_and_conflict(shared_server: ServerProc) -> None:
-    missing = run_cli("task", "get", "no-such-task", server=shared_server)
+    operator = shared_server.role_token("operator")
+    missing = run_cli("task", "get", "no-such-task", server=shared_server, token=operator)
     assert (missing.returncode, missing.stderr) == (3, "error: task 'no-such-task' not found\n")
 
-    with shared_server.client() as cp:
+    with shared_server.client(operator) as cp:
         task_id = cp.submit_task("echo", {}, [unique("nobody")])
-    cancelled = run_cli("task", "cancel", task_id, "--json", server=shared_server)
+    cancelled = run_cli("task", "cancel", task_id, "--json", server=shared_server, token=operator)
     assert cancelled.returncode == 0
     assert json.loads(cancelled.stdout)["status"] == "cancelled"
-    retried = run_cli("task", "retry", task_id, server=shared_server)
+    retried = run_cli("task", "retry", task_id, server=shared_server, token=operator)
     assert retried.returncode == 7
     assert retried.stderr.count("\n") == 1
 
@@ -190,7 +198,7 @@ def test_sigterm_drains_the_in_flight_task_then_deregisters(
 ) -> None:
     cap = unique("drain")
     agent = shared_procs.agent(shared_server, capabilities=[cap])
-    with shared_server.client() as cp:
+    with shared_server.client(shared_server.role_token("submitter")) as cp:
         task_id = cp.submit_task("slow", {"label": "d", "seconds": 1.0}, [cap])
         assert agent.expect("STARTED").split()[1] == task_id
         assert agent.stop(signal.SIGTERM) == 0

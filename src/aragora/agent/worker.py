@@ -39,6 +39,8 @@ from aragora.agent.context import PermanentError, TaskContext
 from aragora.client import (
     AsyncControlPlaneClient,
     AuthenticationError,
+    PermissionDeniedError,
+    RateLimitedError,
     ServerError,
     ServerUnreachableError,
 )
@@ -92,10 +94,14 @@ class _Backoff:
         self.max_s = max_s
         self.failures = 0
 
-    def next_delay_s(self) -> float:
+    def next_delay_s(self, error: BaseException | None = None) -> float:
+        """The next delay; never shorter than the server's Retry-After of a 429."""
         ceiling = min(self.max_s, self.initial_s * (2**self.failures))
         self.failures += 1
-        return random.uniform(ceiling / 2, ceiling)
+        delay_s = random.uniform(ceiling / 2, ceiling)
+        if isinstance(error, RateLimitedError):
+            delay_s = max(delay_s, error.retry_after_s)
+        return delay_s
 
     def reset(self) -> None:
         self.failures = 0
@@ -338,7 +344,7 @@ class Agent:
                 await self._register(self._generation)
                 break
             except TRANSIENT_ERRORS as exc:
-                delay_s = backoff.next_delay_s()
+                delay_s = backoff.next_delay_s(exc)
                 _log(
                     logging.WARNING, "register_retry", error=str(exc), retry_in_s=round(delay_s, 2)
                 )
@@ -495,7 +501,7 @@ class Agent:
             except NotFoundError:
                 break
             except TRANSIENT_ERRORS as exc:
-                delay_s = backoff.next_delay_s()
+                delay_s = backoff.next_delay_s(exc)
                 if time.monotonic() + delay_s > deadline:
                     _log(logging.WARNING, "deregister_failed", error=str(exc))
                     break
@@ -550,7 +556,7 @@ class Agent:
         except TRANSIENT_ERRORS as exc:
             _log(logging.WARNING, "heartbeat_failed", error=str(exc))
             return
-        except AuthenticationError as exc:
+        except (AuthenticationError, PermissionDeniedError) as exc:
             self._fatal_error(exc)
             return
         except ControlPlaneError as exc:
@@ -581,7 +587,7 @@ class Agent:
                 if isinstance(exc, AgentNotFoundError):
                     await self._reregister(generation)
                 elif isinstance(exc, TRANSIENT_ERRORS):
-                    delay_s = backoff.next_delay_s()
+                    delay_s = backoff.next_delay_s(exc)
                     _log(
                         logging.WARNING,
                         "claim_failed",
@@ -723,7 +729,7 @@ class Agent:
                     ok=False, error=f"result rejected by the server: {exc}", retryable=False
                 )
             except TRANSIENT_ERRORS as exc:
-                delay_s = backoff.next_delay_s()
+                delay_s = backoff.next_delay_s(exc)
                 if time.monotonic() + delay_s > deadline:
                     _log(logging.ERROR, "task_report_gave_up", task_id=task.id, error=str(exc))
                     return
