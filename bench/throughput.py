@@ -167,7 +167,8 @@ async def redis_floor_seconds(url: str, prefix: str, n: int) -> float:
         await client.aclose()
 
 
-async def _delete_prefix(url: str, prefix: str) -> None:
+async def delete_prefix(url: str, prefix: str) -> None:
+    """Remove every key under ``prefix`` (what a Redis measurement created)."""
     client = aioredis.Redis.from_url(url)
     try:
         keys = [key async for key in client.scan_iter(match=prefix + "*", count=1000)]
@@ -197,7 +198,7 @@ async def measure(
             seconds = await control_plane_seconds(config, n, batch)
             floor_seconds = await redis_floor_seconds(redis_url, prefix + "floor:", n)
         finally:
-            await _delete_prefix(redis_url, prefix)
+            await delete_prefix(redis_url, prefix)
         return Measurement(label, n, seconds, "redis-py: 3 HSET round trips/task", floor_seconds)
     raise ValueError(f"unknown store {store!r}; expected one of {', '.join(STORES)}")
 
