@@ -5,6 +5,8 @@ its store the embedded SQLite file or Redis) and this process as the client, usi
 the project's async HTTP client with ``--concurrency`` requests in flight.
 
 * submit: N ``POST /tasks/submit`` requests; requests/s = N / wall time.
+Every request is authenticated, authorised and (submits) rate limited, as in production.
+
 * claim + complete: ``--concurrency`` agents each claim a task (``POST /tasks/claim``,
   no wait) and complete it (``POST /tasks/{id}/complete``) until the N tasks are done;
   pairs/s = N / wall time (two requests per pair).
@@ -123,6 +125,11 @@ async def _measure(store: str, args: argparse.Namespace, workdir: Path) -> list[
             async def submit(_worker: int, i: int) -> None:
                 await client.submit_task("bench", {"i": i})
 
+            # Authentication, policy and the rate limiter all run; the limit is set out
+            # of reach so that it does not cap the measurement.
+            await client.update_workspace(
+                "default", quotas={"max_submits_per_minute": 1_000_000_000, "max_agents": None}
+            )
             agents = [f"agent-{a}" for a in range(args.concurrency)]
             for agent in agents:
                 await client.register_agent(agent, [], "bench", max_concurrent_tasks=1)
