@@ -17,7 +17,7 @@ from fastapi import FastAPI
 
 from aragora.control_plane import ControlPlaneCoordinator
 from aragora.server import create_app
-from aragora.server.services import build_services
+from aragora.server.services import build_services, close_services
 from aragora.server.state import ServerState, server_state
 
 API = "/api/control-plane"
@@ -52,8 +52,10 @@ def http_client(app: FastAPI, token: str | None = ADMIN_TOKEN) -> httpx.AsyncCli
 
 
 @pytest.fixture
-async def app(cp: ControlPlaneCoordinator) -> FastAPI:
-    return await started_app(cp)
+async def app(cp: ControlPlaneCoordinator) -> AsyncIterator[FastAPI]:
+    built = await started_app(cp)
+    yield built
+    await close_services(built)
 
 
 @pytest.fixture

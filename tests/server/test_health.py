@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 
+import aragora
 from aragora.control_plane import ControlPlaneConfig, ControlPlaneCoordinator
 from aragora.server import create_app
 from aragora.server.schemas import HealthOut
@@ -20,11 +21,13 @@ from tests.server.conftest import (
 HEALTH_JSON = "application/health+json"
 
 
-async def test_health_passes_with_store_agent_and_queue_checks(client: httpx.AsyncClient) -> None:
+async def test_health_passes_with_store_instance_agent_and_queue_checks(
+    client: httpx.AsyncClient, state: ServerState
+) -> None:
     await register(client, "agent-1")
     await register(client, "agent-2")
     await submit(client)
-    await submit(client)
+    await submit(client, priority="high")
     await claim(client, "agent-1")
 
     response = await client.get(f"{API}/health")
@@ -32,15 +35,29 @@ async def test_health_passes_with_store_agent_and_queue_checks(client: httpx.Asy
     assert response.headers["content-type"] == HEALTH_JSON
     report = HealthOut.model_validate(response.json())
     assert report.status == "pass"
-    assert set(report.checks) == {"process", "store", "agents", "queue"}
-    store = response.json()["checks"]["store"][0]
+    assert set(report.checks) == {"store", "instance:heartbeat", "agents", "queues"}
+    checks = response.json()["checks"]
+    store = checks["store"][0]
     assert store["status"] == "pass"
     assert store["observedUnit"] == "ms"
     assert store["observedValue"] >= 0
-    assert response.json()["checks"]["agents"][0]["details"] == {"busy": 1, "idle": 1}
-    queue = response.json()["checks"]["queue"][0]
-    assert (queue["observedValue"], queue["observedUnit"]) == (1, "tasks")
-    assert queue["details"]["running"] == 1
+    assert state.observability is not None
+    [instance] = checks["instance:heartbeat"]
+    assert instance["componentId"] == state.observability.instances.instance_id
+    assert instance["details"]["version"] == aragora.__version__
+    assert instance["time"].endswith("Z")
+    agents = checks["agents"][0]
+    assert agents["observedValue"] == 2
+    assert agents["details"]["by_status"] == {"busy": 1, "idle": 1, "draining": 0, "offline": 0}
+    assert agents["details"]["open_breakers"] == 0
+    queues = checks["queues"][0]
+    assert (queues["observedValue"], queues["observedUnit"]) == (1, "tasks")
+    assert queues["details"]["running"] == 1
+    by_priority = queues["details"]["by_priority"]
+    assert by_priority["normal"]["depth"] == 1
+    assert by_priority["normal"]["oldest_pending_age_s"] >= 0
+    assert by_priority["high"] == {"depth": 0, "oldest_pending_age_s": None}
+    assert queues["details"]["scan_truncated"] is False
 
 
 async def test_livez_and_readyz_pass(client: httpx.AsyncClient) -> None:

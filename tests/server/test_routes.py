@@ -105,7 +105,9 @@ async def test_submit_answers_201_with_id_status_and_location(client: httpx.Asyn
     assert (task.priority, task.timeout_s, task.max_retries) == ("high", 12.5, 1)
     assert task.required_capabilities == ["debate"]
     assert task.payload == {"topic": "x"}
-    assert task.metadata == {"origin": "test"}
+    # The request's correlation id travels with the task, for the agent's logs.
+    correlation_id = response.headers["x-request-id"]
+    assert task.metadata == {"origin": "test", "correlation_id": correlation_id}
 
 
 async def test_repeated_idempotency_key_answers_201_with_the_first_task(

@@ -55,6 +55,11 @@ from aragora.control_plane.errors import (
     ValidationError,
 )
 from aragora.control_plane.models import AgentStatus, Task
+from aragora.observability.logging import (
+    bind_correlation_id,
+    current_correlation_id,
+    reset_correlation_id,
+)
 
 logger = logging.getLogger("aragora.agent")
 
@@ -76,9 +81,16 @@ DEREGISTER_WAIT_S = 5.0
 
 
 def _log(level: int, event: str, **fields: Any) -> None:
-    """One structured log line: ``event key=value ...``, with the fields also in ``extra``."""
+    """One structured log line: ``event key=value ...``, with the fields also in ``extra``.
+
+    Inside a task's run the task's correlation id is bound to the context, so every line
+    about that task carries ``correlation_id`` unless the caller named one.
+    """
     if not logger.isEnabledFor(level):
         return
+    correlation_id = current_correlation_id()
+    if correlation_id is not None and "correlation_id" not in fields:
+        fields["correlation_id"] = correlation_id
     text = " ".join(
         [event, *(f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in fields.items())]
     )
@@ -566,7 +578,12 @@ class Agent:
             running = self._in_flight.get(task_id)
             if running is None:
                 continue
-            _log(logging.INFO, "task_cancelled_by_server", task_id=task_id)
+            _log(
+                logging.INFO,
+                "task_cancelled_by_server",
+                task_id=task_id,
+                correlation_id=running.ctx.correlation_id,
+            )
             running.cancelled_by_server = True
             running.ctx._mark_cancelled()
             if running.handler is not None:
@@ -618,6 +635,9 @@ class Agent:
     # -- internals: running a task ------------------------------------------------------
     async def _run_task(self, running: _Running, state: _LoopState) -> None:
         task, ctx = running.task, running.ctx
+        # This runs in a task of its own: the binding reaches the handler and the report
+        # (tasks started from here copy the context) and ends with this run.
+        correlation = bind_correlation_id(ctx.correlation_id)
         try:
             _log(
                 logging.INFO,
@@ -625,7 +645,6 @@ class Agent:
                 task_id=task.id,
                 task_type=task.task_type,
                 attempt=task.attempt,
-                correlation_id=ctx.correlation_id,
             )
             outcome = await self._execute(running)
             if outcome is None:
@@ -637,6 +656,7 @@ class Agent:
         finally:
             self._in_flight.pop(task.id, None)
             state.slots.release()
+            reset_correlation_id(correlation)
 
     async def _execute(self, running: _Running) -> _Outcome | None:
         """Run the handler; None when there is nothing to report (cancelled on the server)."""

@@ -69,6 +69,9 @@ class ControlPlaneCoordinator:
         self.audit = AuditLog.for_store(self.store)
         self.health = HealthMonitor(self.store, self.config)
         self._alert_hooks: list[Callable[[Alert], None]] = []
+        self.on_reaped: list[Callable[[str, ReapReport], None]] = []
+        """Listeners called with ``(workspace_id, report)`` after each workspace's reaping
+        pass in :meth:`reap`; one that raises is logged and ignored."""
         self.store.add_alert_listener(self._on_alert)
         self._run_reaper = run_reaper
         self._reaper: asyncio.Task[None] | None = None
@@ -310,6 +313,11 @@ class ControlPlaneCoordinator:
         limit reached). Alerts are always logged too."""
         self._alert_hooks.append(hook)
 
+    def remove_alert_hook(self, hook: Callable[[Alert], None]) -> None:
+        """Stop calling ``hook`` (added by :meth:`add_alert_hook`); no error if absent."""
+        with contextlib.suppress(ValueError):
+            self._alert_hooks.remove(hook)
+
     def _on_alert(self, alert: Alert) -> None:
         logger.warning(
             "alert %s in workspace %s: %s", alert.kind, alert.workspace_id, alert.details
@@ -326,6 +334,11 @@ class ControlPlaneCoordinator:
         total = ReapReport()
         for workspace_id in await self.store.list_workspaces():
             report = await self.store.reap(workspace_id)
+            for listener in tuple(self.on_reaped):
+                try:
+                    listener(workspace_id, report)
+                except Exception:
+                    logger.exception("reap listener %r failed", listener)
             total = ReapReport(
                 agents_offline=total.agents_offline + report.agents_offline,
                 tasks_requeued=total.tasks_requeued + report.tasks_requeued,

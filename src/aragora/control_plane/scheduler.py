@@ -1,13 +1,20 @@
-"""TaskScheduler: submit, claim, complete, fail, cancel, retry and wait for tasks."""
+"""TaskScheduler: submit, claim, complete, fail, cancel, retry and wait for tasks.
+
+Listeners (``on_submitted``, ``on_finished``) let metrics and alerts follow the tasks
+that pass through this scheduler without touching the store: each is called with the
+task after the store operation succeeded; a listener that raises is logged and never
+fails the transition.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import json
+import logging
 import math
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from aragora.control_plane.config import ControlPlaneConfig
@@ -32,6 +39,11 @@ from aragora.store.base import ClaimOutcome, NewTask, Store, TaskPage
 if TYPE_CHECKING:
     from aragora.crypto import PayloadCipher
 
+logger = logging.getLogger(__name__)
+
+TaskListener = Callable[[Task], None]
+"""Called with a task after a transition; must return quickly and never block."""
+
 MAX_IDEMPOTENCY_KEY_LENGTH = 256
 MAX_ERROR_LENGTH = 8192
 MAX_LIST_LIMIT = 1000
@@ -43,6 +55,11 @@ class TaskScheduler:
 
     Waiting (``claim`` with ``wait_s``, ``wait_for_result``) registers with the store's
     notifications before it reads, so a change between the read and the wait wakes it.
+
+    ``on_submitted`` listeners get every task that ``submit`` / ``submit_many`` created
+    (not the existing task an idempotency key returned); ``on_finished`` listeners get
+    every task returned by ``complete``, ``complete_many``, ``fail`` and ``cancel``
+    (terminal, or pending again after a failed attempt that will be retried).
     """
 
     def __init__(
@@ -51,6 +68,22 @@ class TaskScheduler:
         self._store = store
         self._config = config
         self._cipher = cipher
+        self.on_submitted: list[TaskListener] = []
+        self.on_finished: list[TaskListener] = []
+
+    @staticmethod
+    def _notify(listeners: list[TaskListener], task: Task) -> None:
+        for listener in tuple(listeners):
+            try:
+                listener(task)
+            except Exception:
+                logger.exception("task listener %r failed for task %s", listener, task.id)
+
+    def _finished(self, task: Task) -> Task:
+        """The task in clear, after telling the ``on_finished`` listeners."""
+        opened = self._open(task)
+        self._notify(self.on_finished, opened)
+        return opened
 
     # -- encryption at rest ------------------------------------------------------------
     def _seal(self, value: Any, workspace_id: str, task_id: str, field: str) -> Any:
@@ -99,7 +132,11 @@ class TaskScheduler:
         )
         new = self._new_task(spec, workspace_id)
         task, created = await self._store.submit(new)
-        return dataclasses.replace(task, payload=payload) if created else self._open(task)
+        if not created:
+            return self._open(task)
+        task = dataclasses.replace(task, payload=payload)
+        self._notify(self.on_submitted, task)
+        return task
 
     async def submit_many(
         self, specs: Sequence[TaskSpec], *, workspace_id: str = "default"
@@ -124,9 +161,12 @@ class TaskScheduler:
                 opened.append(outcome)
             else:
                 task, created = outcome
-                opened.append(
-                    dataclasses.replace(task, payload=spec.payload) if created else self._open(task)
-                )
+                if created:
+                    task = dataclasses.replace(task, payload=spec.payload)
+                    self._notify(self.on_submitted, task)
+                    opened.append(task)
+                else:
+                    opened.append(self._open(task))
         return opened
 
     def _new_task(self, spec: TaskSpec, workspace_id: str) -> NewTask:
@@ -262,7 +302,7 @@ class TaskScheduler:
         task = await self._store.complete(
             workspace_id, task_id, lease_token, sealed, None if cost is None else float(cost)
         )
-        return self._open(task)
+        return self._finished(task)
 
     async def complete_many(
         self, completions: Sequence[tuple[str, Any, str]], *, workspace_id: str = "default"
@@ -285,7 +325,7 @@ class TaskScheduler:
                 (task_id, lease_token, self._seal(result, workspace_id, task_id, "result"), None)
             )
         outcomes = await self._store.complete_many(workspace_id, items)
-        return [o if isinstance(o, ControlPlaneError) else self._open(o) for o in outcomes]
+        return [o if isinstance(o, ControlPlaneError) else self._finished(o) for o in outcomes]
 
     async def fail(
         self,
@@ -303,12 +343,13 @@ class TaskScheduler:
         task = await self._store.fail(
             workspace_id, task_id, lease_token, error[:MAX_ERROR_LENGTH], bool(retryable)
         )
-        return self._open(task)
+        return self._finished(task)
 
     async def cancel(self, task_id: str, *, workspace_id: str = "default") -> Task:
         validate_workspace_id(workspace_id)
         self._check_task_id(task_id)
-        return self._open(await self._store.cancel(workspace_id, task_id))
+        task = await self._store.cancel(workspace_id, task_id)
+        return self._finished(task)
 
     async def retry(self, task_id: str, *, workspace_id: str = "default") -> Task:
         validate_workspace_id(workspace_id)

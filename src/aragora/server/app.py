@@ -16,18 +16,20 @@ from typing import Any
 from fastapi import FastAPI
 
 from aragora import __version__
+from aragora.alerts.models import AlertThresholds
 from aragora.control_plane.config import ControlPlaneConfig
 from aragora.control_plane.coordinator import ControlPlaneCoordinator
 from aragora.crypto import PayloadCipher
 from aragora.policy.engine import PolicyEngine
 from aragora.server.audit import AuditMiddleware
-from aragora.server.handlers import accounting, admin, control_plane, policies, probes
+from aragora.server.handlers import accounting, admin, control_plane, metrics, policies, probes
 from aragora.server.longpoll import ClientGone, handle_client_gone
 from aragora.server.middleware.body_limit import BodyLimitMiddleware, request_body_limit_bytes
 from aragora.server.middleware.tenancy import TenancyMiddleware
+from aragora.server.observability import AlertSettings
 from aragora.server.openapi import finish_openapi
 from aragora.server.problems import install_problem_handlers
-from aragora.server.services import ServiceSettings, build_services
+from aragora.server.services import ServiceSettings, build_services, close_services
 from aragora.server.state import ServerState
 from aragora.tenancy.service import TenancyService
 
@@ -51,6 +53,9 @@ def create_app(
     cipher: PayloadCipher | None = None,
     tenancy: TenancyService | None = None,
     policy: PolicyEngine | None = None,
+    alert_webhook_url: str | None = None,
+    alert_webhook_secret: str | None = None,
+    alert_thresholds: AlertThresholds | None = None,
 ) -> FastAPI:
     """Build the app serving the control plane API.
 
@@ -65,12 +70,23 @@ def create_app(
     (``policy``, default one on the coordinator's store), and the bootstrap admin token
     of workspace ``default``: ``admin_token`` if given (``ARAGORA_ADMIN_TOKEN``), else
     one issued when ``default`` has no admin, kept in ``ServerState.issued_admin_token``.
-    An ASGI test transport runs no lifespan: call ``build_services(app)`` instead.
+    It also starts the server's observability (:mod:`aragora.server.observability`):
+    metrics, this instance's presence among the deployment's instances, and the alert
+    engine, which posts signed alerts to ``alert_webhook_url`` with
+    ``alert_webhook_secret`` when both are given (``ARAGORA_ALERT_WEBHOOK_URL`` /
+    ``ARAGORA_ALERT_WEBHOOK_SECRET``) and fires by ``alert_thresholds``. Shutdown
+    closes them in reverse order, then the coordinator it created.
+    An ASGI test transport runs no lifespan: call ``build_services(app)`` (and
+    ``close_services(app)``) instead.
     """
     if admin_token is not None and not admin_token:
         raise ValueError("admin_token must be non-empty; pass None to issue one at startup")
     settings = ServiceSettings(
-        secret_key=secret_key, admin_token=admin_token, tenancy=tenancy, policy=policy
+        secret_key=secret_key,
+        admin_token=admin_token,
+        tenancy=tenancy,
+        policy=policy,
+        alerts=AlertSettings(alert_webhook_url, alert_webhook_secret, alert_thresholds),
     )
     state = ServerState(coordinator, settings)
 
@@ -87,12 +103,15 @@ def create_app(
             state.coordinator = owned
         try:
             if state.services is None:
-                await build_services(state)
+                await build_services(state, run_background=True)
             yield
         finally:
             state.begin_shutdown()
-            if owned is not None:
-                await owned.close()
+            try:
+                await close_services(state)
+            finally:
+                if owned is not None:
+                    await owned.close()
 
     app = _ControlPlaneApp(
         title="Aragora control plane",
@@ -111,6 +130,7 @@ def create_app(
     app.include_router(policies.router)
     app.include_router(accounting.router)
     app.include_router(probes.router)
+    app.include_router(metrics.router)
     # Added last = outermost: every request gets a correlation id and, where due, an
     # audit event; the token is checked before any byte of the body is read.
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=request_body_limit_bytes(config))

@@ -15,6 +15,14 @@ workspace ``default`` because no workspace is known), the action (the route's
 ``error`` otherwise), the correlation id, the client address and ``{"status": ...}``.
 Tokens, payloads and results never go into an event.
 
+For the request's whole duration the correlation id is bound to the logging context
+(:func:`aragora.observability.logging.bind_correlation_id`), so every log line written
+while serving it carries ``correlation_id``. Once answered, the request is counted and
+timed in the server's metrics by route *template* and status
+(``aragora_http_requests_total``, ``aragora_http_request_duration_seconds``) and one
+access line is logged on ``aragora.server.access`` (method, route template, status,
+duration; never headers, so never a token).
+
 The append runs after the last byte of the response was handed to the server, so it
 adds no round trip in series with the answer, and appends of concurrent requests are
 batched by :class:`~aragora.audit.log.AuditLog`. A failed append is logged and never
@@ -25,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 import uuid
 from typing import Final
 
@@ -37,12 +46,14 @@ from aragora.audit.events import (
     MAX_RESOURCE_LENGTH,
     Outcome,
 )
+from aragora.observability.logging import bind_correlation_id, reset_correlation_id
 from aragora.server.authz import route_access
 from aragora.server.context import RequestContext, request_context
 from aragora.server.state import ServerState
 from aragora.tenancy.service import DEFAULT_WORKSPACE
 
 logger = logging.getLogger(__name__)
+access_logger = logging.getLogger("aragora.server.access")
 
 REQUEST_ID_HEADER: Final = "X-Request-ID"
 ANONYMOUS_PRINCIPAL: Final = "anonymous"
@@ -93,6 +104,8 @@ class AuditMiddleware:
         context = request_context(scope)
         context.correlation_id = correlation_id(Headers(scope=scope).get(REQUEST_ID_HEADER))
         status = 500
+        started = time.perf_counter()
+        bound = bind_correlation_id(context.correlation_id)
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -102,11 +115,39 @@ class AuditMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
-        except Exception:
-            await self._record(scope, context, 500)
-            raise
-        await self._record(scope, context, status)
+            try:
+                await self.app(scope, receive, send_with_id)
+            except Exception:
+                self._measure(scope, 500, started)
+                await self._record(scope, context, 500)
+                raise
+            self._measure(scope, status, started)
+            await self._record(scope, context, status)
+        finally:
+            reset_correlation_id(bound)
+
+    def _measure(self, scope: Scope, status: int, started: float) -> None:
+        """Count and time the answered request; log its access line."""
+        duration_s = time.perf_counter() - started
+        method = str(scope.get("method", ""))
+        route = getattr(scope.get("route"), "path", None)
+        template = route if isinstance(route, str) else None
+        observability = self.state.observability
+        if observability is not None:
+            observability.metrics.record_http_request(method, template, status, duration_s)
+        access_logger.info(
+            "%s %s %d %.1fms",
+            method,
+            template or "<unmatched>",
+            status,
+            duration_s * 1000,
+            extra={
+                "http_method": method,
+                "route": template,
+                "status": status,
+                "duration_ms": round(duration_s * 1000, 3),
+            },
+        )
 
     async def _record(self, scope: Scope, context: RequestContext, status: int) -> None:
         method = str(scope.get("method", "")).upper()

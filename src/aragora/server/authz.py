@@ -47,6 +47,7 @@ from aragora.server.errors import ForbiddenError
 from aragora.server.middleware.tenancy import current_principal
 from aragora.server.services import Services, get_services
 from aragora.tenancy.models import Action, Principal, Role, role_allows
+from aragora.tenancy.service import DEFAULT_WORKSPACE
 
 API_PREFIX: Final = "/api/control-plane"
 
@@ -58,12 +59,14 @@ class RouteAccess:
     ``action`` is what the policy engine is asked about (``None``: an open route, served
     without a token). ``context``: the handler adds request attributes and calls
     :meth:`Guard.check` itself. ``roles``: only these roles, even where the action's
-    grant is wider (for routes that have no action of their own yet).
+    grant is wider (for routes that have no action of their own yet). ``workspaces``:
+    only principals of these workspaces (deployment-wide routes such as ``/metrics``).
     """
 
     action: Action | None
     context: bool = False
     roles: frozenset[Role] | None = None
+    workspaces: frozenset[str] | None = None
 
     @property
     def is_open(self) -> bool:
@@ -72,6 +75,12 @@ class RouteAccess:
 
 OPEN: Final = RouteAccess(None)
 _READERS_OF_SPEND: Final = frozenset({Role.ADMIN, Role.OPERATOR, Role.VIEWER})
+DEPLOYMENT_OPERATORS: Final = RouteAccess(
+    Action.WORKSPACE_MANAGE,
+    roles=frozenset({Role.ADMIN}),
+    workspaces=frozenset({DEFAULT_WORKSPACE}),
+)
+"""Admins of workspace ``default``: what the deployment-wide routes need."""
 
 _P = API_PREFIX
 ROUTE_ACCESS: Final[Mapping[tuple[str, str], RouteAccess]] = MappingProxyType(
@@ -85,6 +94,7 @@ ROUTE_ACCESS: Final[Mapping[tuple[str, str], RouteAccess]] = MappingProxyType(
         ("POST", f"{_P}/agents/register"): RouteAccess(Action.AGENT_REGISTER, context=True),
         ("GET", f"{_P}/agents"): RouteAccess(Action.AGENT_READ),
         ("GET", f"{_P}/agents/{{agent_id}}"): RouteAccess(Action.AGENT_READ),
+        ("GET", f"{_P}/agents/{{agent_id}}/health"): RouteAccess(Action.AGENT_READ),
         ("POST", f"{_P}/agents/{{agent_id}}/heartbeat"): RouteAccess(Action.AGENT_HEARTBEAT),
         ("DELETE", f"{_P}/agents/{{agent_id}}"): RouteAccess(Action.AGENT_DEREGISTER),
         # tasks
@@ -96,8 +106,9 @@ ROUTE_ACCESS: Final[Mapping[tuple[str, str], RouteAccess]] = MappingProxyType(
         ("POST", f"{_P}/tasks/{{task_id}}/fail"): RouteAccess(Action.TASK_FAIL),
         ("POST", f"{_P}/tasks/{{task_id}}/cancel"): RouteAccess(Action.TASK_CANCEL),
         ("POST", f"{_P}/tasks/{{task_id}}/retry"): RouteAccess(Action.TASK_RETRY),
-        # health
+        # health and metrics (metrics label every workspace: deployment operators only)
         ("GET", f"{_P}/health"): RouteAccess(Action.HEALTH_READ),
+        ("GET", "/metrics"): DEPLOYMENT_OPERATORS,
         # workspaces (creating one also needs an admin of workspace "default")
         ("POST", f"{_P}/workspaces"): RouteAccess(Action.WORKSPACE_MANAGE),
         ("GET", f"{_P}/workspaces"): RouteAccess(Action.WORKSPACE_READ),
@@ -168,6 +179,8 @@ async def authorize_route(request: Request) -> Guard:
     role, action = principal.role, access.action
     if access.roles is not None and role not in access.roles:
         raise ForbiddenError(f"role {role.value} may not use this route")
+    if access.workspaces is not None and principal.workspace_id not in access.workspaces:
+        raise ForbiddenError("only principals of workspace default may use this route")
     if not role_allows(role, action):
         raise ForbiddenError(f"role {role.value} lacks {action.value}")
     guard = Guard(services.policy, principal, action)

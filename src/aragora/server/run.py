@@ -5,11 +5,19 @@ At startup the server loads its secret key (``ARAGORA_SECRET_KEY`` or
 workspace ``default`` has no admin token yet and ``ARAGORA_ADMIN_TOKEN`` is unset, one
 is issued, printed once on standard output and written to ``<data-dir>/admin.token``
 (mode 0600).
+
+Logs: ``serve`` routes every logger (uvicorn's included, run with ``log_config=None``)
+through :func:`aragora.observability.logging.configure_logging`: JSON lines unless
+``ARAGORA_LOG_JSON=0``, at ``ARAGORA_LOG_LEVEL`` (else the ``log_level`` argument).
+Alerts go to the log and, with ``ARAGORA_ALERT_WEBHOOK_URL`` and
+``ARAGORA_ALERT_WEBHOOK_SECRET``, to a signed webhook; ``ARAGORA_ALERT_INTERVAL_S`` and
+``ARAGORA_ALERT_QUEUE_MAX_AGE_S`` tune when they fire (:func:`alert_thresholds_from_env`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -18,9 +26,13 @@ from socket import socket
 
 import uvicorn
 
+from aragora.alerts.models import AlertThresholds
 from aragora.control_plane.config import ControlPlaneConfig
+from aragora.control_plane.errors import ConfigError
 from aragora.crypto import PayloadCipher
+from aragora.observability.logging import configure_logging
 from aragora.server.app import create_app
+from aragora.server.observability import ALERT_WEBHOOK_SECRET_ENV, ALERT_WEBHOOK_URL_ENV
 from aragora.server.state import begin_shutdown, server_state
 from aragora.tenancy.keyfiles import load_server_secret, write_token_file
 
@@ -66,6 +78,44 @@ def config_for_serve(
         # An absolute path after "sqlite:///" makes the four slashes of an absolute URL.
         overrides["store_url"] = f"sqlite:///{directory / SQLITE_FILE_NAME}"
     return ControlPlaneConfig.from_env(environ, **overrides)
+
+
+def alert_thresholds_from_env(environ: Mapping[str, str] = os.environ) -> AlertThresholds:
+    """Alert thresholds with ``ARAGORA_ALERT_INTERVAL_S`` (seconds between evaluations of
+    each instance's alert engine) and ``ARAGORA_ALERT_QUEUE_MAX_AGE_S`` (how long a
+    claimable task may wait before its queue counts as stalled) applied when set."""
+    defaults = AlertThresholds()
+    return dataclasses.replace(
+        defaults,
+        evaluate_interval_s=_env_seconds(
+            environ, "ARAGORA_ALERT_INTERVAL_S", defaults.evaluate_interval_s
+        ),
+        queue_oldest_pending_max_age_s=_env_seconds(
+            environ, "ARAGORA_ALERT_QUEUE_MAX_AGE_S", defaults.queue_oldest_pending_max_age_s
+        ),
+    )
+
+
+def _env_seconds(environ: Mapping[str, str], name: str, default: float) -> float:
+    raw = environ.get(name)
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, not {raw!r}") from None
+
+
+def configure_server_logging(
+    log_level: str = "info", environ: Mapping[str, str] = os.environ
+) -> logging.Handler:
+    """JSON log lines on stderr unless ``ARAGORA_LOG_JSON=0``, at ``ARAGORA_LOG_LEVEL`` or
+    ``log_level``; every log line written while serving a request carries its
+    correlation id."""
+    return configure_logging(
+        json=environ.get("ARAGORA_LOG_JSON", "1") != "0",
+        level=environ.get("ARAGORA_LOG_LEVEL") or log_level,
+    )
 
 
 class _Server(uvicorn.Server):
@@ -120,10 +170,19 @@ def serve(
     A store that cannot be opened stops the server at startup; a missing or bad key is
     a ``ConfigError`` before anything starts.
     """
+    configure_server_logging(log_level)
     directory = data_dir_for_serve(None if data_dir is None else os.fspath(data_dir))
     secret_key = load_server_secret(directory, os.environ)
     cipher = PayloadCipher.from_env()
-    app = create_app(config, admin_token=admin_token or None, secret_key=secret_key, cipher=cipher)
+    app = create_app(
+        config,
+        admin_token=admin_token or None,
+        secret_key=secret_key,
+        cipher=cipher,
+        alert_webhook_url=os.environ.get(ALERT_WEBHOOK_URL_ENV) or None,
+        alert_webhook_secret=os.environ.get(ALERT_WEBHOOK_SECRET_ENV) or None,
+        alert_thresholds=alert_thresholds_from_env(),
+    )
 
     def show_issued_admin_token() -> None:
         token = server_state(app).issued_admin_token
@@ -144,6 +203,9 @@ def serve(
             host=host,
             port=port,
             log_level=log_level,
+            log_config=None,
+            # aragora.server.access logs every request, with its correlation id.
+            access_log=False,
             lifespan="on",
             timeout_graceful_shutdown=int(GRACEFUL_SHUTDOWN_S),
         ),

@@ -238,8 +238,11 @@ class HealthCheckOut(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     status: Literal["pass", "warn", "fail"]
+    component_id: str | None = Field(default=None, alias="componentId")
+    component_type: str | None = Field(default=None, alias="componentType")
     observed_value: float | None = Field(default=None, alias="observedValue")
     observed_unit: str | None = Field(default=None, alias="observedUnit")
+    time: str | None = None
     output: str | None = None
     details: dict[str, Any] | None = None
 
@@ -250,6 +253,22 @@ class HealthOut(_Response):
     status: Literal["pass", "warn", "fail"]
     description: str
     checks: dict[str, list[HealthCheckOut]]
+
+
+class AgentHealthOut(_Response):
+    """One agent's health: ``fail`` while it is offline or its breaker is open, ``warn``
+    while it drains, its breaker is half-open or its last heartbeat is late."""
+
+    status: Literal["pass", "warn", "fail"]
+    agent_id: str
+    agent_status: Literal["idle", "busy", "draining", "offline"]
+    breaker_state: Literal["closed", "open", "half_open"]
+    error_rate: float
+    calls_in_window: int
+    failures_in_window: int
+    last_heartbeat_at: float
+    last_heartbeat_age_s: float
+    running_tasks: int
 
 
 class FieldErrorOut(_Response):

@@ -1,12 +1,17 @@
-"""The services a request needs beyond the coordinator: tenancy, policy, rate limits.
+"""The services a request needs beyond the coordinator: tenancy, policy, rate limits,
+and the server's observability (metrics, instance presence, alerts, health).
 
 :func:`build_services` makes them around the app's coordinator and runs the startup
-steps: the bootstrap admin token of workspace ``default`` and the push of every
-workspace's quotas to the store. The app's lifespan calls it; a test that drives the
-app through an ASGI transport (which runs no lifespan) calls it itself::
+steps: the bootstrap admin token of workspace ``default``, the push of every
+workspace's quotas to the store, and the start of
+:class:`~aragora.server.observability.ServerObservability`. The app's lifespan calls it
+with ``run_background=True`` and :func:`close_services` on shutdown; a test that drives
+the app through an ASGI transport (which runs no lifespan) calls it itself::
 
     app = create_app(config, coordinator=cp, secret_key=key, admin_token=token)
     await build_services(app)
+    ...
+    await close_services(app)
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from aragora.control_plane.coordinator import ControlPlaneCoordinator
 from aragora.control_plane.errors import ConfigError, StoreUnavailableError
 from aragora.policy.engine import PolicyEngine
 from aragora.policy.ratelimit import RateLimiter, create_rate_limiter
+from aragora.server.observability import AlertSettings, ServerObservability
 from aragora.server.quotas import QuotaCache, push_all_limits
 from aragora.server.state import ServerState, server_state
 from aragora.tenancy.service import TenancyService
@@ -31,13 +37,15 @@ class ServiceSettings:
     """What :func:`aragora.server.app.create_app` was given to build the services with.
 
     ``secret_key`` keys the token hashes (required unless ``tenancy`` is given);
-    ``admin_token`` is the bootstrap admin token (``ARAGORA_ADMIN_TOKEN``).
+    ``admin_token`` is the bootstrap admin token (``ARAGORA_ADMIN_TOKEN``);
+    ``alerts`` says where alerts go (webhook) and when they fire.
     """
 
     secret_key: bytes | None = None
     admin_token: str | None = None
     tenancy: TenancyService | None = None
     policy: PolicyEngine | None = None
+    alerts: AlertSettings | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,13 +65,18 @@ async def build_services(
     *,
     secret_key: bytes | None = None,
     admin_token: str | None = None,
+    run_background: bool = False,
 ) -> Services:
     """Build the services around ``coordinator`` (default: the app's) and attach them.
 
     Arguments left out come from what ``create_app`` was given. Runs
     :meth:`TenancyService.bootstrap_admin` (an admin token it had to issue is kept as
-    ``ServerState.issued_admin_token``, for the runner to show once) and pushes every
-    workspace's quotas to the store. ``ConfigError`` without a secret key.
+    ``ServerState.issued_admin_token``, for the runner to show once), pushes every
+    workspace's quotas to the store and starts the server's observability
+    (``ServerState.observability``): with ``run_background`` (the lifespan) this
+    instance beats and alerts are evaluated on their schedule; without, the instance
+    registers once and nothing runs in the background. :func:`close_services` stops
+    it. ``ConfigError`` without a secret key.
     """
     state = app if isinstance(app, ServerState) else server_state(app)
     if coordinator is not None:
@@ -85,8 +98,20 @@ async def build_services(
     state.issued_admin_token = await tenancy.bootstrap_admin(token)
     await push_all_limits(cp, tenancy.store)
     services = Services(tenancy, policy, limiter, QuotaCache(tenancy.store))
+    if state.observability is None:
+        state.observability = await ServerObservability.start(
+            cp, settings.alerts, run_background=run_background
+        )
     state.services = services
     return services
+
+
+async def close_services(app: Starlette | ServerState) -> None:
+    """Stop what :func:`build_services` started (alerts, instance presence), in reverse
+    order. Idempotent; metrics and health stay readable for requests still in flight."""
+    state = app if isinstance(app, ServerState) else server_state(app)
+    if state.observability is not None:
+        await state.observability.close()
 
 
 def require_services(state: ServerState) -> Services:
@@ -100,3 +125,11 @@ def require_services(state: ServerState) -> Services:
 def get_services(connection: HTTPConnection) -> Services:
     """Dependency: the services of the app serving this request (503 before startup)."""
     return require_services(server_state(connection.app))
+
+
+def get_observability(connection: HTTPConnection) -> ServerObservability:
+    """Dependency: the server's metrics, instances, alerts and health (503 before startup)."""
+    observability = server_state(connection.app).observability
+    if observability is None:
+        raise StoreUnavailableError("the control plane is not running")
+    return observability

@@ -15,6 +15,7 @@ from aragora.control_plane.coordinator import ControlPlaneCoordinator
 from aragora.control_plane.errors import StoreUnavailableError
 
 if TYPE_CHECKING:
+    from aragora.server.observability import ServerObservability
     from aragora.server.services import Services, ServiceSettings
 
 
@@ -54,7 +55,9 @@ class ServerState:
     long-polls on shutdown.
 
     ``settings`` is what the services are built from and ``services`` what was built
-    (see :mod:`aragora.server.services`). ``issued_admin_token`` is the secret of an
+    (see :mod:`aragora.server.services`), ``observability`` its metrics, instance
+    presence, alerts and health (:mod:`aragora.server.observability`; built with the
+    services). ``issued_admin_token`` is the secret of an
     admin token the startup had to issue, for the runner to show once; ``None`` when
     none was issued.
     """
@@ -67,6 +70,7 @@ class ServerState:
         self.coordinator = coordinator
         self.settings = settings
         self.services: Services | None = None
+        self.observability: ServerObservability | None = None
         self.issued_admin_token: str | None = None
         self.shutdown_event = asyncio.Event()
         self.long_polls = LongPollTracker()

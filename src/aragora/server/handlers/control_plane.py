@@ -9,7 +9,9 @@ agents, and submits count against the workspace's per-minute rate limit. Errors 
 problem+json through the app's exception handlers (:mod:`aragora.server.problems`).
 
 Submitting always answers 201, also when an ``idempotency_key`` returned the task it
-created before (the body then names that task and its current status).
+created before (the body then names that task and its current status). A submitted
+task carries the request's correlation id as ``metadata["correlation_id"]`` unless the
+client set that key itself.
 """
 
 from __future__ import annotations
@@ -20,9 +22,8 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from starlette.responses import Response
 
 from aragora.control_plane.coordinator import ControlPlaneCoordinator
-from aragora.control_plane.errors import ControlPlaneError
-from aragora.control_plane.health import HealthCheck, HealthReport, HealthStatus
-from aragora.control_plane.models import AgentStatus, Task, TaskStatus
+from aragora.control_plane.health import HealthStatus
+from aragora.control_plane.models import AgentStatus, BreakerState, Task, TaskStatus
 from aragora.control_plane.serialization import agent_to_dict, task_to_dict
 from aragora.server.authz import (
     API_PREFIX,
@@ -31,17 +32,17 @@ from aragora.server.authz import (
     claim_agent,
     ensure_acts_as_agent,
 )
-from aragora.server.context import set_audit_resource
+from aragora.server.context import request_context, set_audit_resource
 from aragora.server.handlers.responses import (
     BODY_PROBLEMS,
     HealthJSONResponse,
     agent_response,
-    health_response,
     problem_responses,
     task_response,
 )
 from aragora.server.longpoll import SHUTDOWN, long_poll
 from aragora.server.middleware.tenancy import current_principal, current_workspace
+from aragora.server.observability import ServerObservability
 from aragora.server.quotas import check_submit_rate
 from aragora.server.rendering import SafeJSONResponse
 from aragora.server.schemas import (
@@ -51,6 +52,7 @@ from aragora.server.schemas import (
     MAX_NAME_LENGTH,
     MAX_TASK_ID_LENGTH,
     NAME_PATTERN,
+    AgentHealthOut,
     AgentListOut,
     AgentOut,
     ClaimRequest,
@@ -66,12 +68,14 @@ from aragora.server.schemas import (
     TaskOut,
     WaitSeconds,
 )
-from aragora.server.services import Services, get_services
+from aragora.server.services import Services, get_observability, get_services
 from aragora.server.state import ServerState, get_coordinator, get_server_state
 from aragora.store.base import TaskPage
 from aragora.tenancy.models import Principal
 
 PREFIX = API_PREFIX
+CORRELATION_METADATA_KEY = "correlation_id"
+"""The task metadata key that carries the submit request's correlation id."""
 
 router = APIRouter(prefix=PREFIX, dependencies=[Depends(authorize_route)])
 
@@ -80,6 +84,7 @@ State = Annotated[ServerState, Depends(get_server_state)]
 Workspace = Annotated[str, Depends(current_workspace)]
 Caller = Annotated[Principal, Depends(current_principal)]
 Svc = Annotated[Services, Depends(get_services)]
+Observability = Annotated[ServerObservability, Depends(get_observability)]
 TaskId = Annotated[str, Path(min_length=1, max_length=MAX_TASK_ID_LENGTH)]
 AgentId = Annotated[str, Path(min_length=1, max_length=MAX_NAME_LENGTH, pattern=NAME_PATTERN)]
 OptionalName = Annotated[
@@ -154,6 +159,48 @@ async def list_agents(
 async def get_agent(agent_id: AgentId, cp: Coordinator, ws: Workspace) -> Response:
     """One agent."""
     return agent_response(await cp.get_agent(agent_id, workspace_id=ws))
+
+
+@router.get(
+    "/agents/{agent_id}/health",
+    response_model=AgentHealthOut,
+    response_class=HealthJSONResponse,
+    tags=["agents", "health"],
+    operation_id="getAgentHealth",
+    responses=problem_responses(404, 422),
+)
+async def agent_health(agent_id: AgentId, cp: Coordinator, ws: Workspace) -> Response:
+    """One agent's health: breaker state, error rate and calls in the breaker's window,
+    age of its last heartbeat, and its status (``fail``: offline or breaker open;
+    ``warn``: draining, breaker half-open or a heartbeat missed)."""
+    agent = await cp.get_agent(agent_id, workspace_id=ws)
+    breaker = await cp.get_breaker(agent_id, workspace_id=ws)
+    now = await cp.store.now()
+    age_s = max(0.0, now - agent.last_heartbeat_at)
+    if agent.status is AgentStatus.OFFLINE or breaker.state is BreakerState.OPEN:
+        status = HealthStatus.FAIL
+    elif (
+        agent.status is AgentStatus.DRAINING
+        or breaker.state is BreakerState.HALF_OPEN
+        or age_s > 2 * cp.config.heartbeat_interval
+    ):
+        status = HealthStatus.WARN
+    else:
+        status = HealthStatus.PASS
+    return HealthJSONResponse(
+        {
+            "status": status.value,
+            "agent_id": agent.agent_id,
+            "agent_status": agent.status.value,
+            "breaker_state": breaker.state.value,
+            "error_rate": round(breaker.error_rate, 4),
+            "calls_in_window": breaker.calls,
+            "failures_in_window": breaker.failures,
+            "last_heartbeat_at": agent.last_heartbeat_at,
+            "last_heartbeat_age_s": round(age_s, 3),
+            "running_tasks": len(agent.running_task_ids),
+        }
+    )
 
 
 @router.post(
@@ -239,6 +286,11 @@ async def submit_task(
     )
     quotas = await services.quotas.get(ws)
     await check_submit_rate(services.rate_limiter, quotas, caller)
+    metadata = dict(body.metadata or {})
+    correlation = request_context(request.scope).correlation_id
+    if correlation:
+        # The agent SDK logs every line about the task with it (ctx.correlation_id).
+        metadata.setdefault(CORRELATION_METADATA_KEY, correlation)
     # The scheduler (not the facade's submit_task) returns the task, so the status of
     # an existing task comes without a second read.
     task = await cp.scheduler.submit(
@@ -250,7 +302,7 @@ async def submit_task(
         idempotency_key=body.idempotency_key,
         timeout_s=body.timeout_s,
         max_retries=body.max_retries,
-        metadata=body.metadata,
+        metadata=metadata,
         cost_estimate=body.cost_estimate,
     )
     set_audit_resource(request, f"task:{task.id}")
@@ -435,13 +487,10 @@ async def retry_task(task_id: TaskId, cp: Coordinator, ws: Workspace) -> Respons
         503: {"model": HealthOut, "description": "The control plane is failing"},
     },
 )
-async def health(cp: Coordinator, ws: Workspace) -> Response:
-    """Health of the control plane: 200 for pass or warn, 503 for fail."""
-    try:
-        report = await cp.health.report(workspace_id=ws)
-    except ControlPlaneError as exc:
-        report = HealthReport(
-            HealthStatus.FAIL,
-            (cp.health.liveness(), HealthCheck("store", HealthStatus.FAIL, output=str(exc))),
-        )
-    return health_response(report)
+async def health(observability: Observability, ws: Workspace) -> Response:
+    """Health of the deployment as this instance sees it: the store, every live server
+    instance (``instance:heartbeat``), the workspace's agents and queues. 200 for pass
+    or warn, 503 for fail; a component degrades the overall status only after two
+    consecutive bad evaluations (see :mod:`aragora.server.health`)."""
+    answer = await observability.health.evaluate(ws)
+    return HealthJSONResponse(answer.body(), status_code=answer.http_status)
