@@ -33,7 +33,9 @@ def head_key(cp: ControlPlaneCoordinator, workspace_id: str) -> str:
 
 
 @contextlib.asynccontextmanager
-async def raw_redis(cp: ControlPlaneCoordinator) -> AsyncIterator[aioredis.Redis]:
+async def raw_redis(cp: ControlPlaneCoordinator) -> AsyncIterator[Any]:
+    """A client of its own on the deployment's Redis. Typed ``Any``: redis-py's stubs
+    for raw commands differ between releases, and tests poke at raw values."""
     client = aioredis.Redis.from_url(cp.config.redis_url, decode_responses=True)
     try:
         yield client

@@ -42,7 +42,7 @@ async def everything_stored(store: Store) -> str:
 
 
 async def _redis_dump(store: RedisStore) -> str:
-    client = store.client
+    client: Any = store.client  # raw commands; their stubs differ between redis-py releases
     parts: list[str] = []
     async for key in client.scan_iter(match=store.config.key_prefix + "*", count=1000):
         kind = str(await client.type(key))

@@ -38,6 +38,11 @@ MAX_APPEND_ATTEMPTS = 100
 RETRY_PAUSE_STEP_S = 0.001
 RETRY_PAUSE_MAX_S = 0.01
 
+# KEYS[1] the head hash. Returns {{seq, hash}, TIME} (missing fields are nil/false).
+_HEAD_AND_TIME_LUA = """
+return { redis.call('HMGET', KEYS[1], 'seq', 'hash'), redis.call('TIME') }
+"""
+
 
 def _load_append_script() -> str:
     return (resources.files("aragora.audit") / "lua" / "append.lua").read_text(encoding="utf-8")
@@ -49,6 +54,7 @@ class RedisAuditStore:
     def __init__(self, store: RedisStore) -> None:
         self._store = store
         self._script: AsyncScript | None = None
+        self._head_script: AsyncScript | None = None
 
     def events_key(self, workspace_id: str) -> str:
         """The stream that holds the workspace's events."""
@@ -93,17 +99,14 @@ class RedisAuditStore:
         return int(seconds) * 1000 + int(micros) // 1000 + self._store.clock_offset_ms()
 
     async def _head_and_time(self, workspace_id: str) -> tuple[ChainHead, int]:
-        client = self._store.client
-        key = self.head_key(workspace_id)
-
-        async def fetch() -> list[Any]:
-            pipe = client.pipeline(transaction=False)
-            pipe.hmget(key, ["seq", "hash"])
-            pipe.time()
-            replies: list[Any] = await pipe.execute()
-            return replies
-
-        (seq, digest), (seconds, micros) = await self._store.call(fetch)
+        # A script, not a pipeline: a cluster pipeline cannot carry TIME, and the script
+        # reads the clock of the node that holds the chain.
+        if self._head_script is None:
+            self._head_script = self._store.client.register_script(_HEAD_AND_TIME_LUA)
+        script, keys = self._head_script, [self.head_key(workspace_id)]
+        (seq, digest), (seconds, micros) = await self._store.call(
+            lambda: script(keys=keys, args=[])
+        )
         return _head(workspace_id, seq, digest), self._time_ms(seconds, micros)
 
     async def head(self, workspace_id: str) -> ChainHead:

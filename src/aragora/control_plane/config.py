@@ -17,6 +17,15 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 from aragora.control_plane.errors import ConfigError
 
 ENV_PREFIX = "ARAGORA_"
+STORE_URL_SCHEMES = (
+    "sqlite://",
+    "redis://",
+    "rediss://",
+    "unix://",
+    "redis+cluster://",
+    "rediss+cluster://",
+)
+"""The URL schemes ``store_url`` accepts (the last two select a Redis Cluster)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,7 +33,9 @@ class ControlPlaneConfig:
     """Settings shared by the coordinator, its stores and the server.
 
     ``store_url`` chooses the store: ``None`` means Redis at ``redis_url``;
-    ``sqlite:///PATH`` means the embedded SQLite store in the file PATH.
+    ``sqlite:///PATH`` means the embedded SQLite store in the file PATH;
+    ``redis+cluster://HOST:PORT[,HOST:PORT...]`` (or ``rediss+cluster://``, with TLS)
+    means a Redis Cluster reached through any of the listed nodes.
     """
 
     redis_url: str = "redis://localhost:6379"
@@ -80,10 +91,11 @@ class ControlPlaneConfig:
             raise ConfigError("heartbeat_interval must be shorter than heartbeat_timeout")
         if any(c in self.key_prefix for c in "{}") or not self.key_prefix:
             raise ConfigError("key_prefix must be non-empty and hold no '{' or '}'")
-        if self.store_url is not None and not self.store_url.startswith(
-            ("sqlite://", "redis://", "rediss://", "unix://")
-        ):
-            raise ConfigError("store_url must start with sqlite://, redis://, rediss:// or unix://")
+        if self.store_url is not None and not self.store_url.startswith(STORE_URL_SCHEMES):
+            raise ConfigError(
+                "store_url must start with sqlite://, redis://, rediss://, unix://,"
+                " redis+cluster:// or rediss+cluster://"
+            )
 
     @property
     def effective_reap_interval_s(self) -> float:

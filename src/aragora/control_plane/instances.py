@@ -485,6 +485,16 @@ end
 return 0
 """
 
+_DELETE_LUA: Final = """
+-- delete: forget one instance (one step, also on a cluster, which has no MULTI).
+-- KEYS[1] the instance's hash  KEYS[2] live zset  KEYS[3] gone zset
+-- ARGV[1] instance id
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+return 1
+"""
+
 
 def _instance_from_hash(h: Mapping[str, str]) -> InstanceInfo:
     gone = h.get("gone", "")
@@ -555,14 +565,11 @@ class RedisInstanceRegistry(InstanceRegistry):
         return int(beat_ms) / 1000, bool(was_gone)
 
     async def _delete(self, instance_id: str) -> None:
-        async def delete() -> None:
-            pipe = self._store.client.pipeline(transaction=True)
-            pipe.delete(self._key("i:" + instance_id))
-            pipe.zrem(self._key("live"), instance_id)
-            pipe.zrem(self._key("gone"), instance_id)
-            await pipe.execute()
-
-        await self._store.call(delete)
+        await self._script(
+            _DELETE_LUA,
+            [self._key("i:" + instance_id), self._key("live"), self._key("gone")],
+            [instance_id],
+        )
 
     async def _live(self, timeout_s: float) -> Sequence[InstanceInfo]:
         cutoff_ms = round((await self.now() - timeout_s) * 1000)

@@ -18,7 +18,11 @@ def sqlite_path_from_url(url: str) -> str:
 
 
 def create_store(config: ControlPlaneConfig) -> Store:
-    """Pick the store from ``config.store_url`` (``None`` means Redis at ``redis_url``)."""
+    """Pick the store from ``config.store_url`` (``None`` means Redis at ``redis_url``).
+
+    ``sqlite:///PATH`` is the embedded store; ``redis://``, ``rediss://`` and ``unix://``
+    a single Redis server; ``redis+cluster://`` and ``rediss+cluster://`` a Redis Cluster.
+    """
     url = config.effective_store_url
     if url.startswith("sqlite:"):
         from aragora.store.sqlite import SqliteStore

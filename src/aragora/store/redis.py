@@ -2,9 +2,15 @@
 
 Scripts live in ``lua/`` as package files; each is sent as ``_lib.lua`` (shared rules,
 key layout and conventions, documented there) followed by the script body. All keys of
-a workspace share the hash tag ``{workspace_id}``, so the layout is Redis Cluster ready.
+a workspace share the hash tag ``{workspace_id}``, so every script touches one slot.
 Notifications travel over pub/sub: one pattern subscription per store object feeds an
 in-process hub that wakes waiting claims and result waits.
+
+The same code runs on one Redis server (``redis://``, ``rediss://``, ``unix://``) and on
+a Redis Cluster (``redis+cluster://host:port[,host:port...]``, ``rediss+cluster://``):
+commands and scripts go through redis-py's cluster client, which routes each by its
+first key, and the subscription is a plain connection to one node (a cluster forwards
+every ``PUBLISH`` to all nodes).
 """
 
 from __future__ import annotations
@@ -19,17 +25,21 @@ import random
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Any, TypeAlias, cast
+from urllib.parse import unquote
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.commands.core import AsyncScript
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
 from aragora.control_plane.config import ControlPlaneConfig
 from aragora.control_plane.errors import (
     AgentNotFoundError,
     BudgetExceededError,
+    ConfigError,
     ConflictError,
     ControlPlaneError,
     InvalidStateError,
@@ -80,6 +90,69 @@ _SCRIPT_NAMES = (
 )
 REAP_BATCH = 500
 POOL_WAIT_S = 10.0
+CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
+"""URL schemes that select Redis Cluster mode."""
+
+RedisClient: TypeAlias = aioredis.Redis | RedisCluster
+"""The client a ``RedisStore`` holds: one server's or a cluster's."""
+
+# Replaces a hash in one step (a cluster client has no MULTI): KEYS[1] the hash, ARGV
+# field/value pairs.
+_REPLACE_HASH_LUA = """
+redis.call('DEL', KEYS[1])
+if #ARGV > 0 then redis.call('HSET', KEYS[1], unpack(ARGV)) end
+return 1
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterAddress:
+    """Where a Redis Cluster is and how to log in: the parsed ``redis+cluster://`` URL."""
+
+    nodes: tuple[tuple[str, int], ...]
+    username: str | None = None
+    password: str | None = None
+    ssl: bool = False
+
+
+def is_cluster_url(url: str) -> bool:
+    """Whether ``url`` names a Redis Cluster (``redis+cluster://`` or ``rediss+cluster://``)."""
+    return url.startswith(CLUSTER_SCHEMES)
+
+
+def parse_cluster_url(url: str) -> ClusterAddress:
+    """Parse ``redis+cluster://[user:password@]host:port[,host:port...][/0]``.
+
+    Any reachable node listed is enough to find the others. A cluster has only database
+    0, and no query options are understood; both are refused with ``ConfigError``.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in ("redis+cluster", "rediss+cluster"):
+        raise ConfigError(f"not a Redis Cluster URL: {url!r}")
+    if "?" in rest or "#" in rest:
+        raise ConfigError("Redis Cluster URLs take no query options")
+    netloc, _, path = rest.partition("/")
+    if path not in ("", "0"):
+        raise ConfigError("a Redis Cluster has only database 0")
+    userinfo, at, hosts = netloc.rpartition("@")
+    username = password = None
+    if at:
+        user, colon, secret = userinfo.partition(":")
+        username = unquote(user) or None
+        password = unquote(secret) if colon else None
+    nodes: list[tuple[str, int]] = []
+    for item in hosts.split(","):
+        if item.startswith("["):  # [IPv6]:port
+            host, _, port_part = item[1:].partition("]")
+            port_text = port_part.removeprefix(":")
+        else:
+            host, _, port_text = item.partition(":")
+        if not host:
+            raise ConfigError(f"Redis Cluster URL {url!r} names an empty host")
+        if port_text and not (port_text.isascii() and port_text.isdigit()):
+            raise ConfigError(f"Redis Cluster URL {url!r} has a bad port {port_text!r}")
+        nodes.append((host, int(port_text) if port_text else 6379))
+    return ClusterAddress(tuple(nodes), username, password, scheme == "rediss+cluster")
 
 
 def _load_script_source(name: str) -> str:
@@ -113,7 +186,14 @@ class RedisStore(Store):
     def __init__(self, config: ControlPlaneConfig, url: str) -> None:
         super().__init__(config)
         self._url = url
-        self._redis: aioredis.Redis | None = None
+        self._cluster = parse_cluster_url(url) if is_cluster_url(url) else None
+        # A cluster client opens connections per node without waiting for a free one,
+        # so calls wait here instead: at most this many run at once.
+        self._gate = (
+            asyncio.Semaphore(config.redis_max_connections) if self._cluster is not None else None
+        )
+        self._pubsub_node: tuple[str, int] | None = None
+        self._redis: RedisClient | None = None
         self._scripts: dict[str, AsyncScript] = {}
         self._hub = NotificationHub()
         self._listener: asyncio.Task[None] | None = None
@@ -145,21 +225,50 @@ class RedisStore(Store):
         return f"{self.config.key_prefix}workspaces"
 
     # -- lifecycle ---------------------------------------------------------------
+    @property
+    def is_cluster(self) -> bool:
+        """Whether this store runs on a Redis Cluster."""
+        return self._cluster is not None
+
+    @property
+    def notification_node(self) -> tuple[str, int] | None:
+        """On a cluster, the ``(host, port)`` of the node the notification subscription
+        uses (the latest one tried); ``None`` on a single server."""
+        return self._pubsub_node
+
     async def open(self) -> None:
         if self._redis is not None:
             return
-        # A blocking pool makes a burst of more concurrent calls than connections wait
-        # for a free connection instead of failing with "Too many connections".
-        pool = aioredis.BlockingConnectionPool.from_url(
-            self._url,
-            decode_responses=True,
-            max_connections=self.config.redis_max_connections,
-            timeout=POOL_WAIT_S,
-        )
-        self._redis = aioredis.Redis.from_pool(pool)
+        if self._cluster is not None:
+            cluster = self._cluster
+            self._redis = RedisCluster(
+                startup_nodes=[ClusterNode(host, port) for host, port in cluster.nodes],
+                decode_responses=True,
+                max_connections=self.config.redis_max_connections,
+                username=cluster.username,
+                password=cluster.password,
+                ssl=cluster.ssl,
+            )
+        else:
+            # A blocking pool makes a burst of more concurrent calls than connections
+            # wait for a free connection instead of failing with "Too many connections".
+            pool = aioredis.BlockingConnectionPool.from_url(
+                self._url,
+                decode_responses=True,
+                max_connections=self.config.redis_max_connections,
+                timeout=POOL_WAIT_S,
+            )
+            self._redis = aioredis.Redis.from_pool(pool)
+        client = cast(aioredis.Redis, self._redis)
         for name in _SCRIPT_NAMES:
-            self._scripts[name] = self._redis.register_script(_load_script_source(name))
-        await self.ping()
+            self._scripts[name] = client.register_script(_load_script_source(name))
+        self._scripts["_replace_hash"] = client.register_script(_REPLACE_HASH_LUA)
+        try:
+            await self.ping()
+        except StoreUnavailableError:
+            await self._redis.aclose()
+            self._redis = None
+            raise
         self._listener = asyncio.create_task(self._listen(), name="aragora-redis-notify")
         try:
             await asyncio.wait_for(self._subscribed.wait(), timeout=10)
@@ -180,27 +289,35 @@ class RedisStore(Store):
 
     @property
     def _client(self) -> aioredis.Redis:
+        # A cluster client has the same command methods (redis-py types them apart), so
+        # the code above the client is written once, typed against the plain client.
         if self._redis is None or self._closed:
             raise StoreUnavailableError("store is not open")
-        return self._redis
+        return cast(aioredis.Redis, self._redis)
 
     async def _call(self, operation: Callable[[], Awaitable[Any] | Any]) -> Any:
         """Run one Redis operation, translating driver errors at the boundary.
 
         redis-py's asyncio methods are typed as "awaitable or value" in some releases,
-        so the result is awaited when it is awaitable."""
-        try:
-            result = operation()
-            return await result if inspect.isawaitable(result) else result
-        except RedisError as exc:
-            raise StoreUnavailableError(f"redis: {exc}") from exc
-        except OSError as exc:
-            raise StoreUnavailableError(f"redis: {exc}") from exc
+        so the result is awaited when it is awaitable. On a cluster at most
+        ``redis_max_connections`` operations run at once; an operation must not call
+        ``_call`` again."""
+        async with self._gate if self._gate is not None else contextlib.nullcontext():
+            try:
+                result = operation()
+                return await result if inspect.isawaitable(result) else result
+            except (RedisError, RedisClusterException, OSError) as exc:
+                raise StoreUnavailableError(f"redis: {exc}") from exc
 
     # -- extensions ----------------------------------------------------------------
     @property
     def client(self) -> aioredis.Redis:
-        """The store's client (one pool per store) for extensions such as tenancy."""
+        """The store's client (one pool per store) for extensions such as tenancy.
+
+        On a cluster this is a ``redis.asyncio.RedisCluster``, which has the same command
+        methods and routes each command by its key: multi-key commands must stay within
+        one slot, pipelines cannot be transactions (atomic multi-key writes are scripts)
+        and cannot carry keyless commands such as ``TIME``."""
         return self._client
 
     def workspace_key(self, workspace_id: str, suffix: str) -> str:
@@ -242,9 +359,11 @@ class RedisStore(Store):
         return await self._call(lambda: script(keys=[self._base(workspace_id)], args=argv))
 
     async def _run_many(self, name: str, calls: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:
-        """Run ``name`` once per ``(workspace_id, args)`` in one pipelined round trip; each
-        run is still its own atomic script."""
+        """Run ``name`` once per ``(workspace_id, args)`` in one pipelined round trip (one
+        per node on a cluster); each run is still its own atomic script."""
         script = self._scripts[name]
+        if isinstance(self._redis, RedisCluster):
+            return await self._run_many_cluster(self._redis, script, calls)
 
         async def send() -> list[Any]:
             pipe = self._client.pipeline(transaction=False)
@@ -260,6 +379,36 @@ class RedisStore(Store):
         replies: list[Any] = await self._call(send)
         return replies
 
+    async def _run_many_cluster(
+        self,
+        client: RedisCluster,
+        script: AsyncScript,
+        calls: Sequence[tuple[str, Sequence[Any]]],
+    ) -> list[Any]:
+        """``_run_many`` on a cluster: a cluster pipeline of raw ``EVALSHA`` commands
+        (redis-py's script objects cannot queue into one). A node that does not know the
+        script yet answers NOSCRIPT without running it; those runs are repeated one by
+        one, which loads the script on every node first."""
+        sha = script.sha
+        argvs = [(workspace_id, self._argv(workspace_id, args)) for workspace_id, args in calls]
+
+        async def send() -> list[Any]:
+            pipe = client.pipeline()
+            for workspace_id, argv in argvs:
+                pipe.execute_command("EVALSHA", sha, 1, self._base(workspace_id), *argv)
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
+            return replies
+
+        replies: list[Any] = await self._call(send)
+        for i, reply in enumerate(replies):
+            if isinstance(reply, NoScriptError):
+                workspace_id, argv = argvs[i]
+                keys = [self._base(workspace_id)]
+                replies[i] = await self._call(functools.partial(script, keys=keys, args=argv))
+            elif isinstance(reply, Exception):
+                raise StoreUnavailableError(f"redis: {reply}") from reply
+        return replies
+
     async def _remember_workspace(self, workspace_id: str) -> None:
         if workspace_id not in self._known_workspaces:
             await self._call(lambda: self._client.sadd(self._workspaces_key, workspace_id))
@@ -270,8 +419,11 @@ class RedisStore(Store):
         pattern = f"{self.config.key_prefix}ev:*"
         channel_prefix_len = len(self.config.key_prefix) + 3
         backoff_s = 0.05
+        attempt = 0
         while True:
-            pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+            node_client = self._pubsub_client(attempt)
+            attempt += 1
+            pubsub = (node_client or self._client).pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.psubscribe(pattern)
                 self._subscribed.set()
@@ -294,6 +446,33 @@ class RedisStore(Store):
             finally:
                 with contextlib.suppress(RedisError, OSError):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
+                if node_client is not None:
+                    with contextlib.suppress(RedisError, OSError):
+                        await node_client.aclose()
+
+    def _pubsub_client(self, attempt: int) -> aioredis.Redis | None:
+        """On a cluster, a plain client of one node to subscribe on (a cluster forwards
+        every ``PUBLISH`` to all nodes): the startup nodes and the nodes the cluster
+        client has discovered in turn, the next one after each failure. ``None`` on a
+        single server, whose own client subscribes."""
+        cluster = self._cluster
+        if cluster is None:
+            return None
+        candidates = list(cluster.nodes)
+        if isinstance(self._redis, RedisCluster):
+            for node in self._redis.get_nodes():
+                if (node.host, int(node.port)) not in candidates:
+                    candidates.append((node.host, int(node.port)))
+        host, port = candidates[attempt % len(candidates)]
+        self._pubsub_node = (host, port)
+        return aioredis.Redis(
+            host=host,
+            port=port,
+            username=cluster.username,
+            password=cluster.password,
+            ssl=cluster.ssl,
+            decode_responses=True,
+        )
 
     def watch_ready(self, workspace_id: str) -> AbstractAsyncContextManager[Watch]:
         return self._hub.watch(ready_channel(workspace_id))
@@ -707,14 +886,9 @@ class RedisStore(Store):
             "soft": repr(limits.budget_soft_ratio),
         }
         key = self._base(workspace_id) + "limits"
-
-        async def write() -> None:
-            pipe = self._client.pipeline(transaction=True)
-            pipe.delete(key)
-            pipe.hset(key, mapping={k: v for k, v in fields.items() if v is not None})
-            await pipe.execute()
-
-        await self._call(write)
+        args = [part for k, v in fields.items() if v is not None for part in (k, v)]
+        script = self._scripts["_replace_hash"]
+        await self._call(lambda: script(keys=[key], args=args))
 
     async def get_workspace_limits(self, workspace_id: str) -> WorkspaceLimits:
         key = self._base(workspace_id) + "limits"
