@@ -379,8 +379,8 @@ def serve(
     store: Annotated[
         str | None,
         typer.Option(
-            help="Store URL: sqlite:///PATH or redis://HOST:PORT/DB "
-            "[default: an SQLite file in --data-dir]."
+            help="Store URL: sqlite:///PATH, redis://HOST:PORT/DB or "
+            "redis+cluster://HOST:PORT[,HOST:PORT...] [default: an SQLite file in --data-dir]."
         ),
     ] = None,
     data_dir: Annotated[
