@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bench import http, throughput
+from bench import authz, http, throughput
+from bench.peers import command as peers
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,9 +32,29 @@ def main(argv: list[str] | None = None) -> int:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
     )
+    authz.add_arguments(
+        commands.add_parser(
+            "authz",
+            help="microseconds per submit in authentication, policy and rate limiting",
+            description=authz.__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+    )
+    peers.add_arguments(
+        commands.add_parser(
+            "peers",
+            help="our control plane against peer task queues (celery, rq, arq, saq, ...)",
+            description=peers.__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+    )
     args = parser.parse_args(argv)
     if args.command == "http":
         return http.main(args)
+    if args.command == "peers":
+        return peers.main(args)
+    if args.command == "authz":
+        return authz.main(args)
     return throughput.main(args)
 
 
