@@ -6,8 +6,10 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import pytest
@@ -16,6 +18,7 @@ from aragora.control_plane import StoreUnavailableError, TaskStatus
 from tests.e2e.conftest import Processes, free_port
 
 RECOVERY_TIMEOUT_S = 30.0
+T = TypeVar("T")
 
 
 class AofRedis:
@@ -76,6 +79,18 @@ def aof_redis(tmp_path: Path) -> Iterator[AofRedis]:
         server.kill()
 
 
+def _retrying(call: Callable[[], T]) -> T:
+    """Call again on 503 for a bounded time, as a client honouring Retry-After does:
+    pooled connections opened before the restart fail once each when next used."""
+    deadline = time.monotonic() + RECOVERY_TIMEOUT_S
+    while True:
+        try:
+            return call()
+        except StoreUnavailableError:
+            assert time.monotonic() < deadline, "the server did not recover"
+            time.sleep(0.1)  # noqa: sleep-ok (a client backing off after a 503)
+
+
 def _wait_ready(url: str) -> None:
     deadline = time.monotonic() + RECOVERY_TIMEOUT_S
     with httpx.Client(timeout=2.0) as http:
@@ -105,10 +120,12 @@ def test_clients_see_503_while_redis_is_down_and_nothing_is_lost(
 
         aof_redis.start()
         _wait_ready(server.url)
-        cp.complete_task(running.id, {"done": True}, lease_token=running.lease_token)
-        while (task := cp.claim_task("worker")) is not None:
-            assert task.lease_token is not None
-            cp.complete_task(task.id, {"done": True}, lease_token=task.lease_token)
-        finished = [cp.get_task(task_id) for task_id in ids]
+        lease = running.lease_token
+        _retrying(lambda: cp.complete_task(running.id, {"done": True}, lease_token=lease))
+        while (task := _retrying(lambda: cp.claim_task("worker"))) is not None:
+            token = task.lease_token
+            assert token is not None
+            _retrying(partial(cp.complete_task, task.id, {"done": True}, lease_token=token))
+        finished = [_retrying(partial(cp.get_task, task_id)) for task_id in ids]
     assert [t.status for t in finished] == [TaskStatus.COMPLETED] * len(ids)
     assert all(t.result == {"done": True} for t in finished)
