@@ -6,10 +6,11 @@ The session fixture :func:`chromium_executable` installs Chromium with apt-get w
 browser: the dashboard's tests must run wherever the suite runs. Playwright's own
 browser downloads are not used.
 
-One SQLite-backed server serves the tests of a module (they keep apart by capability
-and task type), with two scripted agents (``tests/e2e/agents/scripted.py``): ``steady``
-runs tasks needing ``ui`` and ``flaky`` runs tasks needing ``flaky`` (its ``fail``
-tasks fail on every attempt). Breakers open after three calls in the window, and
+One SQLite-backed server serves every test of this directory (they keep apart by
+capability and task type; :func:`submit` cancels what a test leaves waiting), with two
+scripted agents (``tests/e2e/agents/scripted.py``): ``steady`` runs tasks needing
+``ui`` and ``flaky`` runs tasks needing ``flaky`` (its ``fail`` tasks fail on every
+attempt). Breakers open after three calls in the window, and
 retries wait 50 ms, so a failing task's story fits in a second.
 
 Screenshots go to ``tests/browser/artifacts/`` (ignored by git); with
@@ -18,10 +19,12 @@ Screenshots go to ``tests/browser/artifacts/`` (ignored by git); with
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -104,7 +107,7 @@ def browser(playwright: Playwright, chromium_executable: Path) -> Iterator[Brows
         launched.close()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def browser_procs(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[Processes]:
     processes = Processes(tmp_path_factory.mktemp("browser"), redis_url)
     try:
@@ -113,23 +116,23 @@ def browser_procs(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> I
         processes.close()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def server(browser_procs: Processes) -> ServerProc:
     """``aragora serve`` on SQLite with short retries and quick breakers."""
     return browser_procs.server(env=SERVER_ENV)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def steady_agent(browser_procs: Processes, server: ServerProc) -> AgentProc:
     return browser_procs.agent(server, capabilities=["ui"], agent_id="steady", concurrency=2)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def flaky_agent(browser_procs: Processes, server: ServerProc) -> AgentProc:
     return browser_procs.agent(server, capabilities=["flaky"], agent_id="flaky")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def api(server: ServerProc) -> Iterator[httpx.Client]:
     """The HTTP API with the admin token of workspace ``default``."""
     assert server.token is not None
@@ -137,6 +140,30 @@ def api(server: ServerProc) -> Iterator[httpx.Client]:
         base_url=server.url + API, headers={"Authorization": f"Bearer {server.token}"}
     ) as client:
         yield client
+
+
+Submit = Callable[..., str]
+
+
+@pytest.fixture
+def submit(api: httpx.Client) -> Iterator[Submit]:
+    """``submit(task_type, capability, **fields)``: queue a task in workspace ``default``
+    and return its id. Tasks still pending or running when the test ends are cancelled,
+    so that no test sees another's queue."""
+    submitted: list[str] = []
+
+    def submit_task(task_type: str, capability: str, **fields: Any) -> str:
+        body = {"task_type": task_type, "required_capabilities": [capability], **fields}
+        response = api.post("/tasks/submit", json=body)
+        assert response.status_code == 201, response.text
+        task_id: str = response.json()["task_id"]
+        submitted.append(task_id)
+        return task_id
+
+    yield submit_task
+    for task_id in submitted:
+        if api.get(f"/tasks/{task_id}").json()["status"] in ("pending", "running"):
+            api.post(f"/tasks/{task_id}/cancel")
 
 
 @pytest.fixture(scope="session")
@@ -196,3 +223,33 @@ def sign_in(page: Page, server: ServerProc, token: str) -> None:
     page.get_by_label("API token").fill(token)
     page.get_by_role("button", name="Sign in").click()
     expect(page.locator("#connection")).to_have_text("Live")
+
+
+def feed_until(
+    server: ServerProc,
+    token: str,
+    event: str,
+    until: Callable[[Any], bool],
+    timeout_s: float = 15.0,
+) -> tuple[Any, str]:
+    """Follow the live feed as the page does until an ``event`` whose data satisfies
+    ``until``; that data and every line read (a failure after ``timeout_s``)."""
+    raw: list[str] = []
+    headers = {"Authorization": f"Bearer {token}", "Accept": "text/event-stream"}
+    deadline = time.monotonic() + timeout_s
+    with httpx.stream(
+        "GET", f"{server.url}{API}/events", headers=headers, timeout=timeout_s
+    ) as response:
+        assert response.status_code == 200, response.read()
+        name = None
+        for line in response.iter_lines():
+            raw.append(line)
+            if line.startswith("event: "):
+                name = line.removeprefix("event: ")
+            elif line.startswith("data: ") and name == event:
+                data = json.loads(line.removeprefix("data: "))
+                if until(data):
+                    return data, "\n".join(raw)
+            if time.monotonic() > deadline:
+                break
+    pytest.fail(f"no {event!r} event as expected within {timeout_s} s:\n" + "\n".join(raw))

@@ -12,16 +12,8 @@ from typing import Any
 import httpx
 from playwright.sync_api import Page, expect
 
-from tests.browser.conftest import API, PHONE, Screenshots, sign_in
+from tests.browser.conftest import API, PHONE, Screenshots, Submit, feed_until, sign_in
 from tests.e2e.conftest import AgentProc, Processes, ServerProc
-
-
-def _submit(api: httpx.Client, task_type: str, capability: str, **fields: Any) -> str:
-    body = {"task_type": task_type, "required_capabilities": [capability], **fields}
-    response = api.post("/tasks/submit", json=body)
-    assert response.status_code == 201, response.text
-    task_id: str = response.json()["task_id"]
-    return task_id
 
 
 def _open_task(page: Page, task_id: str) -> None:
@@ -37,7 +29,7 @@ def _task_status(page: Page, task_id: str) -> Any:
 def test_a_submitted_task_goes_from_pending_to_completed_without_a_reload(
     page: Page,
     server: ServerProc,
-    api: httpx.Client,
+    submit: Submit,
     browser_procs: Processes,
     steady_agent: AgentProc,
     screenshots: Screenshots,
@@ -46,7 +38,7 @@ def test_a_submitted_task_goes_from_pending_to_completed_without_a_reload(
     sign_in(page, server, server.token)
     page.evaluate("window.__notReloaded = true")
     capability = f"late-{uuid.uuid4().hex[:6]}"
-    task_id = _submit(api, "echo", capability, payload={"label": "live"}, priority="high")
+    task_id = submit("echo", capability, payload={"label": "live"}, priority="high")
 
     page.get_by_role("tab", name="Tasks").click()
     expect(_task_status(page, task_id)).to_have_text("pending")
@@ -71,12 +63,13 @@ def test_a_submitted_task_goes_from_pending_to_completed_without_a_reload(
 def test_a_failing_agent_shows_every_attempt_and_its_breaker_opens(
     page: Page,
     server: ServerProc,
-    api: httpx.Client,
+    submit: Submit,
+    steady_agent: AgentProc,
     flaky_agent: AgentProc,
     screenshots: Screenshots,
 ) -> None:
     assert server.token is not None
-    task_id = _submit(api, "fail", "flaky", payload={"label": "doomed"}, max_retries=2)
+    task_id = submit("fail", "flaky", payload={"label": "doomed"}, max_retries=2)
     sign_in(page, server, server.token)
     _open_task(page, task_id)
     expect(page.locator('[data-detail="status"]')).to_have_text("failed")
@@ -96,10 +89,10 @@ def test_a_failing_agent_shows_every_attempt_and_its_breaker_opens(
 
 
 def test_an_operator_cancels_a_task_from_its_detail(
-    page: Page, server: ServerProc, api: httpx.Client
+    page: Page, server: ServerProc, api: httpx.Client, submit: Submit
 ) -> None:
     assert server.token is not None
-    task_id = _submit(api, "echo", "nobody-has-this", payload={"label": "cancel me"})
+    task_id = submit("echo", "nobody-has-this", payload={"label": "cancel me"})
     sign_in(page, server, server.token)
     _open_task(page, task_id)
     page.get_by_role("button", name="Cancel task").click()
@@ -111,9 +104,9 @@ def test_an_operator_cancels_a_task_from_its_detail(
 
 
 def test_a_viewer_sees_no_cancel_button_and_the_api_refuses_it(
-    page: Page, server: ServerProc, api: httpx.Client
+    page: Page, server: ServerProc, api: httpx.Client, submit: Submit
 ) -> None:
-    task_id = _submit(api, "echo", "nobody-has-this", payload={"label": "viewed"})
+    task_id = submit("echo", "nobody-has-this", payload={"label": "viewed"})
     viewer = server.role_token("viewer")
     sign_in(page, server, viewer)
     expect(page.locator("#who-text")).to_have_text("Workspace default · role viewer")
@@ -134,30 +127,49 @@ def test_a_viewer_sees_no_cancel_button_and_the_api_refuses_it(
     assert api.get(f"/tasks/{task_id}").json()["status"] == "pending"
 
 
-def test_another_workspaces_task_never_reaches_the_page(
-    page: Page, server: ServerProc, api: httpx.Client
+def test_another_workspaces_tasks_and_agents_never_reach_the_page(
+    page: Page, server: ServerProc, api: httpx.Client, submit: Submit
 ) -> None:
     assert server.token is not None
     assert api.post("/workspaces", json={"name": "elsewhere"}).status_code == 201
     other = server.role_token("admin", "elsewhere")
+    hidden_agent = f"secret-agent-{uuid.uuid4().hex[:6]}"
     with httpx.Client(
         base_url=server.url + API, headers={"Authorization": f"Bearer {other}"}
     ) as other_api:
-        hidden = _submit(other_api, "secret-elsewhere", "x", payload={"label": "not yours"})
+        body = {"task_type": "secret-elsewhere", "payload": {"label": "not yours"}}
+        response = other_api.post("/tasks/submit", json=body)
+        assert response.status_code == 201, response.text
+        hidden: str = response.json()["task_id"]
+    issued = api.post("/tokens", json={"role": "agent", "workspace": "elsewhere"})
+    assert issued.status_code == 201, issued.text
+    with server.client(issued.json()["token"]) as elsewhere_agent:
+        elsewhere_agent.register_agent(hidden_agent, ["secret-capability"], "secret-model")
     sign_in(page, server, server.token)
     page.get_by_role("tab", name="Tasks").click()
-    # A task submitted after the other workspace's: once it shows, the list and the
-    # feed were read after the hidden task existed.
-    mine = _submit(api, "echo", "nobody-has-this", payload={"label": "mine"})
+    # A task and an agent made after the other workspace's: once they show, the list
+    # and the feed were read after the hidden ones existed.
+    mine = submit("echo", "nobody-has-this", payload={"label": "mine"})
+    my_agent = f"mine-{uuid.uuid4().hex[:6]}"
+    with server.client(server.role_token("agent")) as default_agent:
+        default_agent.register_agent(my_agent, ["nobody-has-this-either"], "scripted")
     expect(_task_status(page, mine)).to_have_text("pending")
+    page.get_by_role("tab", name="Agents").click()
+    expect(page.locator(f'tr[data-agent="{my_agent}"]')).to_be_visible()
     page.get_by_role("tab", name="Overview").click()
     expect(page.locator('[data-stat="pending"]')).not_to_have_text("0")
+    markers = (hidden, "secret-elsewhere", hidden_agent, "secret-capability", "secret-model")
     for view in ("Overview", "Agents", "Tasks"):
         page.get_by_role("tab", name=view).click()
         content = page.content()
-        assert hidden not in content and "secret-elsewhere" not in content, view
+        assert not [m for m in markers if m in content], view
     page.get_by_label("Type").fill("secret-elsewhere")
     expect(page.get_by_text("No task matches these filters.")).to_be_visible()
+    # The feed itself, as the page reads it.
+    _, raw = feed_until(
+        server, server.token, "agents", lambda d: my_agent in [a["agent_id"] for a in d["agents"]]
+    )
+    assert not [m for m in markers if m in raw]
 
     page.get_by_role("button", name="Sign out").click()
     sign_in(page, server, other)
@@ -165,6 +177,9 @@ def test_another_workspaces_task_never_reaches_the_page(
     page.get_by_role("tab", name="Tasks").click()
     expect(_task_status(page, hidden)).to_have_text("pending")
     expect(page.locator(f'tr[data-task="{mine}"]')).to_have_count(0)
+    page.get_by_role("tab", name="Agents").click()
+    expect(page.locator(f'tr[data-agent="{hidden_agent}"]')).to_be_visible()
+    expect(page.locator("tr[data-agent]")).to_have_count(1)
 
 
 def test_the_workspace_view_and_keyboard_navigation(

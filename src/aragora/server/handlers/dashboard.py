@@ -6,10 +6,13 @@ the role grants, so a page can hide what the caller may not do (the API still re
 it). ``GET /api/control-plane/events`` with ``Accept: text/event-stream`` streams the
 workspace's snapshots as server-sent events (:mod:`aragora.server.dashboard.feed`):
 every section once on connect, then each section again whenever it changes, and a
-comment line every :data:`KEEPALIVE_S` so that proxies keep the connection. The stream
-ends when the client leaves, when the server begins to shut down, or after
-:data:`MAX_STREAM_S` (clients reconnect; the ``retry`` field asks for 2 s). Without that
-``Accept`` it answers one snapshot as JSON.
+comment line after each :data:`KEEPALIVE_S` without an event so that proxies keep the
+connection. The stream
+ends when the client leaves, when the server begins to shut down, when its token stops
+authenticating (revoked or expired; checked every :data:`TOKEN_RECHECK_S`), or after
+:data:`MAX_STREAM_S` (clients reconnect; the ``retry`` field asks for 2 s, and a client
+whose token was revoked then gets 401). Without that ``Accept`` it answers one snapshot
+as JSON.
 
 The stream needs ``task.read``; its ``agents`` section is sent only to principals that
 hold ``agent.read`` and its ``overview`` only to those that hold ``health.read`` (the
@@ -20,7 +23,7 @@ send an ``Authorization`` header, so the page reads the stream with ``fetch()``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Depends, Request
@@ -28,6 +31,7 @@ from pydantic import BaseModel, ConfigDict
 from starlette.responses import Response, StreamingResponse
 
 from aragora.control_plane.coordinator import ControlPlaneCoordinator
+from aragora.control_plane.errors import ControlPlaneError
 from aragora.server.authz import API_PREFIX, authorize_route
 from aragora.server.dashboard.feed import AGENTS, OVERVIEW, TASKS, EventHub
 from aragora.server.handlers.responses import problem_responses
@@ -41,6 +45,8 @@ from aragora.tenancy.models import ROLE_ACTIONS, Action, Principal
 EVENT_STREAM: Final = "text/event-stream"
 KEEPALIVE_S: Final = 15.0
 MAX_STREAM_S: Final = 300.0
+TOKEN_RECHECK_S: Final = 2.0
+"""How often an open stream checks that its token still authenticates."""
 RETRY_MS: Final = 2000
 
 router = APIRouter(prefix=API_PREFIX, dependencies=[Depends(authorize_route)])
@@ -136,25 +142,48 @@ async def events(
     if EVENT_STREAM not in request.headers.get("accept", ""):
         snapshot = await hub.snapshot(caller.workspace_id)
         return SafeJSONResponse({k: v for k, v in snapshot.items() if k in sections})
+    presented = request.headers.get("authorization", "").partition(" ")[2].strip()
+
+    async def token_still_valid() -> bool:
+        try:
+            principal = await services.tenancy.authenticate(presented)
+        except ControlPlaneError:  # revoked, expired, or the store cannot tell
+            return False
+        return principal.token_id == caller.token_id
+
     return StreamingResponse(
-        _stream(hub, caller.workspace_id, sections, state),
+        _stream(hub, caller.workspace_id, sections, state, token_still_valid),
         media_type=EVENT_STREAM,
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
 
 
 async def _stream(
-    hub: EventHub, workspace_id: str, sections: frozenset[str], state: ServerState
+    hub: EventHub,
+    workspace_id: str,
+    sections: frozenset[str],
+    state: ServerState,
+    token_still_valid: Callable[[], Awaitable[bool]],
 ) -> AsyncIterator[bytes]:
     loop = asyncio.get_running_loop()
     ends_at = loop.time() + MAX_STREAM_S
+    recheck_at = loop.time() + TOKEN_RECHECK_S
+    keepalive_at = loop.time() + KEEPALIVE_S
     yield f"retry: {RETRY_MS}\n\n".encode()
     async with hub.subscribe(workspace_id, sections) as subscription:
         while True:
-            remaining_s = ends_at - loop.time()
-            if remaining_s <= 0:
+            now = loop.time()
+            if now >= ends_at:
                 return
-            waiting = asyncio.ensure_future(subscription.next_events(min(KEEPALIVE_S, remaining_s)))
+            if now >= recheck_at:
+                if not await token_still_valid():
+                    return
+                recheck_at = loop.time() + TOKEN_RECHECK_S
+            if now >= keepalive_at:
+                yield b": keep-alive\n\n"
+                keepalive_at = now + KEEPALIVE_S
+            timeout_s = max(0.0, min(ends_at, recheck_at, keepalive_at) - loop.time())
+            waiting = asyncio.ensure_future(subscription.next_events(timeout_s))
             shutdown = asyncio.ensure_future(state.shutdown_event.wait())
             try:
                 await asyncio.wait((waiting, shutdown), return_when=asyncio.FIRST_COMPLETED)
@@ -164,7 +193,7 @@ async def _stream(
             if state.shutting_down or waiting.cancelled():
                 return
             events = waiting.result()
-            if not events:
-                yield b": keep-alive\n\n"
             for event in events:
                 yield event.encode()
+            if events:
+                keepalive_at = loop.time() + KEEPALIVE_S

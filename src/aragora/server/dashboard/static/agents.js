@@ -48,7 +48,9 @@ export function renderAgents(container, agentsSection, me, say) {
           h(
             "div",
             { class: "actions" },
-          a.status === "draining"
+          // Draining is for a live agent: the route is a heartbeat, which would also
+          // mark an offline agent alive again.
+          a.status !== "idle" && a.status !== "busy"
             ? null
             : h(
                 "button",

@@ -149,7 +149,7 @@ export class WorkspaceView {
       : null;
     this.issued = null;
     const rows = value.tokens.map((t) => [
-      t.token_id,
+      t.token_id === this.me.token_id ? `${t.token_id} (this page)` : t.token_id,
       t.role,
       formatTime(t.created_at),
       t.revoked_at ? `revoked ${formatTime(t.revoked_at)}` : t.expires_at ? `expires ${formatTime(t.expires_at)}` : "active",
@@ -162,7 +162,11 @@ export class WorkspaceView {
               class: "danger",
               "aria-label": `Revoke token ${t.token_id}`,
               onclick: async () => {
-                if (!window.confirm(`Revoke token ${t.token_id}? It stops working at once.`)) return;
+                const warning =
+                  t.token_id === this.me.token_id
+                    ? `Revoke token ${t.token_id}? It is the token this page is signed in with: it stops working at once and you are signed out.`
+                    : `Revoke token ${t.token_id}? It stops working at once, open dashboards included.`;
+                if (!window.confirm(warning)) return;
                 try {
                   await api(`/tokens/${encodeURIComponent(t.token_id)}`, { method: "DELETE" });
                   this.say(`Token ${t.token_id} revoked.`);
@@ -179,7 +183,11 @@ export class WorkspaceView {
       "Tokens",
       form,
       issued,
-      rows.length ? table("Tokens of this workspace", ["Token", "Role", "Created", "State", ""], rows) : empty("No token."),
+      rows.length
+        ? table("Tokens of this workspace", ["Token", "Role", "Created", "State", ""], rows, {
+            rowProps: (i) => ({ dataset: { token: value.tokens[i].token_id } }),
+          })
+        : empty("No token."),
     );
   }
 
