@@ -415,6 +415,54 @@ def serve(
     )
 
 
+@app.command()
+@_handles_errors
+def demo(
+    duration_s: Annotated[
+        float | None,
+        typer.Option("--duration-s", help="Stop by itself after this many seconds."),
+    ] = None,
+    rate: Annotated[float, typer.Option(help="Tasks submitted per second.")] = 2.0,
+    host: Annotated[str, typer.Option(help="Interface the server listens on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Server port [default: a free one].")] = 0,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option("--data-dir", help="Keep the store and logs here [default: a temp dir]."),
+    ] = None,
+    live: Annotated[
+        bool,
+        typer.Option("--live/--no-live", help="Live view in a terminal, or plain log lines."),
+    ] = True,
+    seed: Annotated[int | None, typer.Option(help="Make the task mix repeatable.")] = None,
+    sign_in_role: Annotated[
+        str, typer.Option(help="Role of the printed sign-in token: viewer, operator or admin.")
+    ] = "viewer",
+    examples_dir: Annotated[
+        Path | None,
+        typer.Option(help="Directory of the example agents [default: examples/ of the checkout]."),
+    ] = None,
+) -> None:
+    """Start a server, three example agents (one flaky) and a stream of tasks; watch.
+
+    Prints the dashboard URL and a sign-in token, then a live view of tasks, agents and
+    circuit breakers. Ctrl-C (or SIGTERM) stops everything: agents drain, then the server.
+    """
+    from aragora.demo import DEFAULT_EXAMPLES_DIR, DemoSettings, run_demo
+
+    settings = DemoSettings(
+        host=host,
+        port=port,
+        data_dir=data_dir,
+        duration_s=duration_s,
+        rate_per_s=rate,
+        live=live,
+        seed=seed,
+        sign_in_role=sign_in_role,
+        examples_dir=examples_dir or DEFAULT_EXAMPLES_DIR,
+    )
+    raise typer.Exit(run_demo(settings, out))
+
+
 def load_agent(target: str) -> Any:
     """Import the Agent named by ``module:attr``, ``path/to/file.py[:attr]`` or ``module``.
 
