@@ -176,18 +176,27 @@ class _Globals:
     json: bool = False
 
 
+def _print_version(requested: bool) -> None:
+    # Eager, so that it runs before Click asks for a command.
+    if requested:
+        out.print(f"aragora {__version__}")
+        raise typer.Exit(ExitCode.OK)
+
+
 @app.callback()
 def _root(
     ctx: typer.Context,
     url: UrlOption = None,
     token: TokenOption = None,
     json_output: JsonOption = False,
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Print the version and exit.", callback=_print_version, is_eager=True
+        ),
+    ] = False,
 ) -> None:
     """Aragora control plane: run the server and agents, submit and follow tasks."""
-    if version:
-        out.print(f"aragora {__version__}")
-        raise typer.Exit(ExitCode.OK)
     ctx.obj = _Globals(url=url, token=token, json=json_output)
 
 

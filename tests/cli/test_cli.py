@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from aragora import __version__
 from aragora.agent import Agent
 from aragora.cli import (
     AuditChainBroken,
@@ -93,6 +94,12 @@ def _closed_url() -> str:
 )
 def test_exit_codes(error: BaseException, code: ExitCode) -> None:
     assert exit_code_for(error) is code
+
+
+def test_version_prints_without_a_command() -> None:
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == f"aragora {__version__}"
 
 
 def test_help_documents_the_exit_codes() -> None:
