@@ -46,6 +46,7 @@ from aragora.alerts.models import (
 from aragora.alerts.rules import RULES, EvaluationContext, RuleOutcome, dead_letter_condition
 from aragora.alerts.sinks import AlertHook, AlertSink, HookSink, LogSink
 from aragora.alerts.state import AlertStateStore, create_alert_state_store
+from aragora.control_plane.backoff import LoopBackoff
 from aragora.control_plane.errors import ControlPlaneError, StoreUnavailableError
 from aragora.control_plane.models import Alert, Task, TaskStatus
 
@@ -83,6 +84,13 @@ class AlertEngine:
             instances.instance_id if instances is not None else uuid.uuid4().hex
         )
         self._store = coordinator.store
+        self.backoff = LoopBackoff(
+            "alert evaluation",
+            self.thresholds.evaluate_interval_s,
+            max_s=coordinator.config.loop_backoff_max_s,
+            log=logger,
+        )
+        """Spaces the scheduled evaluations out while the store does not answer."""
         self._instances = instances
         self._state: AlertStateStore | None = None
         self._sinks: list[AlertSink] = [
@@ -233,12 +241,22 @@ class AlertEngine:
             self._recent_events.popitem(last=False)
 
     async def _evaluate_forever(self) -> None:
+        backoff = self.backoff
         while True:
             try:
                 await self.evaluate()
-            except Exception:
+            except ControlPlaneError as exc:
+                delay_s = backoff.failed(exc)
+            except Exception as exc:
                 logger.exception("alert evaluation failed; will try again")
-            await asyncio.sleep(self.thresholds.evaluate_interval_s)
+                delay_s = backoff.failed(exc)
+            else:
+                # evaluate() reports an unreachable store as an alert, not by raising.
+                if self._store_failures:
+                    delay_s = backoff.failed(StoreUnavailableError("the store does not answer"))
+                else:
+                    delay_s = backoff.succeeded()
+            await backoff.sleep(delay_s)
 
     # -- events ----------------------------------------------------------------------------
     def observe_task(self, task: Task) -> None:

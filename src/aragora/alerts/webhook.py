@@ -27,7 +27,6 @@ import hashlib
 import hmac
 import json
 import logging
-import random
 import time
 import uuid
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from typing import Final, Self
 import httpx
 
 from aragora.alerts.models import AlertEvent
+from aragora.control_plane.backoff import backoff_delay_s
 from aragora.control_plane.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -266,8 +266,7 @@ class WebhookSink:
         )
 
     def _backoff_s(self, attempt: int, retry_after_s: float | None) -> float:
-        step = min(self._backoff_max_s, self._backoff_base_s * 2 ** (attempt - 1))
-        delay = random.uniform(step / 2, step)
+        delay = backoff_delay_s(attempt, self._backoff_base_s, self._backoff_max_s)
         if retry_after_s is not None:
             delay = max(delay, min(retry_after_s, self._backoff_max_s))
         return delay

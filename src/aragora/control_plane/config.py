@@ -59,6 +59,8 @@ class ControlPlaneConfig:
     breaker_half_open_max_calls: int = 2
     redis_max_connections: int = 64
     sqlite_busy_timeout_s: float = 30.0
+    cache_ttl_s: float = 2.0
+    loop_backoff_max_s: float = 30.0
 
     def __post_init__(self) -> None:
         positive = (
@@ -75,10 +77,13 @@ class ControlPlaneConfig:
             "breaker_half_open_max_calls",
             "redis_max_connections",
             "sqlite_busy_timeout_s",
+            "loop_backoff_max_s",
         )
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be greater than 0")
+        if self.cache_ttl_s < 0:
+            raise ConfigError("cache_ttl_s must be 0 (no caching) or more")
         if self.max_task_retries < 0:
             raise ConfigError("max_task_retries must be 0 or more")
         if self.reap_interval_s is not None and self.reap_interval_s <= 0:

@@ -18,6 +18,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from aragora.audit.log import AuditLog
+from aragora.control_plane.backoff import LoopBackoff
 from aragora.control_plane.config import ControlPlaneConfig
 from aragora.control_plane.errors import ControlPlaneError
 from aragora.control_plane.health import HealthMonitor
@@ -349,10 +350,17 @@ class ControlPlaneCoordinator:
         return total
 
     async def _reap_forever(self) -> None:
-        interval_s = self.config.effective_reap_interval_s
+        backoff = LoopBackoff(
+            "reaper",
+            self.config.effective_reap_interval_s,
+            max_s=self.config.loop_backoff_max_s,
+            log=logger,
+        )
         while True:
             try:
                 await self.reap()
-            except ControlPlaneError:
-                logger.warning("reaping failed; will try again", exc_info=True)
-            await asyncio.sleep(interval_s)
+            except ControlPlaneError as exc:
+                delay_s = backoff.failed(exc)
+            else:
+                delay_s = backoff.succeeded()
+            await asyncio.sleep(delay_s)

@@ -58,6 +58,8 @@ from typing import TYPE_CHECKING, Any, Final, Generic, Self, TypeVar
 from redis.commands.core import AsyncScript
 
 import aragora
+from aragora.control_plane.backoff import DEFAULT_MAX_S as DEFAULT_BACKOFF_MAX_S
+from aragora.control_plane.backoff import LoopBackoff
 from aragora.control_plane.errors import ConfigError, StoreUnavailableError, ValidationError
 from aragora.control_plane.models import validate_name
 
@@ -314,7 +316,9 @@ class InstancePresence:
     """Keeps one instance registered while it runs: registers on start, beats every
     ``interval_s`` (with ``counters()``) and marks instances silent for ``timeout_s``
     gone, and deregisters on close (shielded from cancellation, so a clean stop is never
-    reported as a lost instance)."""
+    reported as a lost instance). While beats fail, the wait between them grows up to
+    ``backoff_max_s``, and never beyond half of ``timeout_s`` (see
+    :class:`~aragora.control_plane.backoff.LoopBackoff`)."""
 
     def __init__(
         self,
@@ -323,13 +327,23 @@ class InstancePresence:
         interval_s: float,
         timeout_s: float,
         counters: Callable[[], Mapping[str, int]] | None = None,
+        backoff_max_s: float = DEFAULT_BACKOFF_MAX_S,
     ) -> None:
         self.registry = registry
         self.interval_s = _positive_seconds(interval_s, "interval_s")
+        self.backoff_max_s = _positive_seconds(backoff_max_s, "backoff_max_s")
         self.timeout_s = _positive_seconds(timeout_s, "timeout_s")
         if self.interval_s >= self.timeout_s:
             raise ConfigError("interval_s must be shorter than timeout_s")
         self._counters = counters
+        # Never wait so long that the others mark this instance gone once the store
+        # is back: at most half the timeout between attempts.
+        self.backoff = LoopBackoff(
+            "instance beat",
+            self.interval_s,
+            max_s=min(self.backoff_max_s, self.timeout_s / 2),
+            log=logger,
+        )
         self._task: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -346,12 +360,15 @@ class InstancePresence:
         return await self.registry.mark_gone(self.timeout_s)
 
     async def _run(self) -> None:
+        delay_s = self.interval_s
         while True:
-            await asyncio.sleep(self.interval_s)
+            await self.backoff.sleep(delay_s)
             try:
                 await self.beat_once()
-            except StoreUnavailableError:
-                logger.warning("instance beat failed; will try again", exc_info=True)
+            except StoreUnavailableError as exc:
+                delay_s = self.backoff.failed(exc)
+            else:
+                delay_s = self.backoff.succeeded()
 
     async def close(self) -> None:
         """Stop beating and deregister. Idempotent."""

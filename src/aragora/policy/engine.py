@@ -23,6 +23,12 @@ instance therefore governs every instance within about ``rules_refresh_s``, and 
 on the instance that wrote it through this engine. Old cache entries are never
 consulted again once the version moves; the LRU bound drops them.
 
+With ``PolicyEngine.enable_cache`` (the server turns it on) every rule or flag write
+through the engine's ``rules_store`` publishes an invalidation once it commits
+(namespaces ``rules`` and ``flags``, key = workspace): every instance then re-reads the
+workspace's rules at its next decision, and the version check runs at most every
+``cache_ttl_s`` as the safety net for a missed message.
+
 The engine also carries the workspace's rate limiter and feature-flag provider when
 built with ``PolicyEngine.for_store``; budgets are kept by the task store.
 """
@@ -30,6 +36,7 @@ built with ``PolicyEngine.for_store``; budgets are kept by the task store.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping
@@ -40,10 +47,11 @@ from aragora.policy.cedar import CompiledRules, compile_rules, evaluate, freeze_
 from aragora.policy.models import Decision, Rule
 from aragora.policy.provider import AragoraFlagProvider
 from aragora.policy.ratelimit import RateLimiter, create_rate_limiter
-from aragora.policy.store import PolicyStore, create_policy_store
+from aragora.policy.store import Documents, Kind, PolicyStore, create_policy_store
 from aragora.tenancy.models import Action, Principal, Role, role_allows
 
 if TYPE_CHECKING:
+    from aragora.cache import InvalidationBus
     from aragora.store import Store
 
 DEFAULT_RULES_REFRESH_S = 1.0
@@ -66,6 +74,35 @@ class CacheStats:
     hits: int
     misses: int
     size: int
+
+
+class InvalidatingPolicyStore(PolicyStore):
+    """A :class:`PolicyStore` that publishes ``<kind>:<workspace>`` (``rules`` or
+    ``flags``) on an invalidation bus after every write that commits."""
+
+    def __init__(self, inner: PolicyStore, bus: InvalidationBus) -> None:
+        self.inner = inner
+        self.bus = bus
+
+    async def _read(self, workspace_id: str, kind: Kind) -> tuple[int, Documents]:
+        return await self.inner._read(workspace_id, kind)
+
+    async def _put(
+        self, workspace_id: str, kind: Kind, doc_id: str, doc: str, max_docs: int
+    ) -> int | None:
+        version = await self.inner._put(workspace_id, kind, doc_id, doc, max_docs)
+        if version is not None:
+            await self.bus.publish(kind, workspace_id)
+        return version
+
+    async def _delete(self, workspace_id: str, kind: Kind, doc_id: str) -> int | None:
+        version = await self.inner._delete(workspace_id, kind, doc_id)
+        if version is not None:
+            await self.bus.publish(kind, workspace_id)
+        return version
+
+    async def _version(self, workspace_id: str, kind: Kind) -> int:
+        return await self.inner._version(workspace_id, kind)
 
 
 class PolicyEngine:
@@ -101,6 +138,26 @@ class PolicyEngine:
         self._cache: OrderedDict[Hashable, Decision] = OrderedDict()
         self._hits = 0
         self._misses = 0
+        self._generation = 0
+
+    def enable_cache(self, bus: InvalidationBus, ttl_s: float) -> None:
+        """Publish every write of :attr:`rules_store` on ``bus`` once it commits, drop a
+        workspace's compiled rules (and mark its flags due) when any instance publishes
+        one, and check the stored versions at most every ``ttl_s`` (0: at every call)."""
+        if not isinstance(self.rules_store, InvalidatingPolicyStore):
+            self.rules_store = InvalidatingPolicyStore(self.rules_store, bus)
+        self.rules_refresh_s = ttl_s
+        bus.subscribe("rules", self._drop_rules)
+        if self.flags is not None:
+            self.flags.refresh_s = ttl_s
+            bus.subscribe("flags", self.flags.invalidate)
+
+    def _drop_rules(self, workspace_id: str | None) -> None:
+        self._generation += 1
+        if workspace_id is None:
+            self._loaded.clear()
+        else:
+            self._loaded.pop(workspace_id, None)
 
     @classmethod
     def for_store(
@@ -175,6 +232,7 @@ class PolicyEngine:
             now_s = self._monotonic()
             if loaded is not None and now_s - loaded.checked_at_s < self.rules_refresh_s:
                 return loaded.rules
+            generation = self._generation
             if (
                 loaded is None
                 or await self.rules_store.rules_version(workspace_id) != loaded.rules.version
@@ -183,6 +241,9 @@ class PolicyEngine:
                 loaded = _Loaded(compile_rules(version, rules), now_s)
             else:
                 loaded.checked_at_s = now_s
+            if generation != self._generation:
+                # Invalidated while reading: use what was read, but check again next time.
+                loaded.checked_at_s = -math.inf
             self._loaded[workspace_id] = loaded
             return loaded.rules
 

@@ -19,10 +19,16 @@ the flags only when it moved. The owner of the provider calls them, for example
 ``await provider.ensure(principal.workspace_id)`` before evaluating in a request, or
 ``refresh()`` from a background loop. A workspace never loaded answers with
 ``PROVIDER_NOT_READY`` and the caller's default value.
+
+:meth:`AragoraFlagProvider.invalidate` (wired to the cache invalidation bus by
+``PolicyEngine.enable_cache``) marks a workspace's snapshot as due, so the next
+``ensure`` re-reads it whatever ``refresh_s`` says; until then the old snapshot keeps
+answering, since evaluation cannot wait for the store.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -71,6 +77,18 @@ class AragoraFlagProvider(AbstractProvider):
         # Replaced as a whole, never mutated: evaluations on other threads see either
         # the old or the new snapshot.
         self._snapshot: Mapping[str, _WorkspaceFlags] = {}
+        self._generation = 0
+
+    def invalidate(self, workspace_id: str | None) -> None:
+        """Make the next :meth:`ensure` of ``workspace_id`` (``None``: of every
+        workspace) re-read the store; the current snapshot answers until then."""
+        self._generation += 1
+        self._snapshot = {
+            ws: loaded
+            if workspace_id is not None and ws != workspace_id
+            else _WorkspaceFlags(loaded.version, loaded.flags, -math.inf)
+            for ws, loaded in self._snapshot.items()
+        }
 
     async def refresh(self, *workspace_ids: str) -> None:
         """Bring every loaded workspace, and each of ``workspace_ids``, up to date."""
@@ -85,12 +103,16 @@ class AragoraFlagProvider(AbstractProvider):
 
     async def _load(self, workspace_id: str) -> None:
         now_s = self._monotonic()
+        generation = self._generation
         current = self._snapshot.get(workspace_id)
         if current is not None and await self._store.flags_version(workspace_id) == current.version:
             loaded = _WorkspaceFlags(current.version, current.flags, now_s)
         else:
             version, flags = await self._store.get_flags(workspace_id)
             loaded = _WorkspaceFlags(version, {flag.key: flag for flag in flags}, now_s)
+        if generation != self._generation:
+            # Invalidated while reading: keep what was read, but check again next time.
+            loaded = _WorkspaceFlags(loaded.version, loaded.flags, -math.inf)
         self._snapshot = {**self._snapshot, workspace_id: loaded}
 
     # -- OpenFeature -------------------------------------------------------------------

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
+from aragora.cache import InvalidationBus, TTLCache
 from aragora.control_plane.coordinator import ControlPlaneCoordinator
 from aragora.control_plane.errors import QuotaExceededError
 from aragora.control_plane.models import BudgetPeriod, WorkspaceLimits
@@ -30,6 +31,7 @@ from aragora.policy.ratelimit import MAX_LIMIT, RateLimiter
 from aragora.server.errors import RateLimitedError
 from aragora.tenancy.errors import WorkspaceNotFoundError
 from aragora.tenancy.models import Principal, Workspace, WorkspaceQuotas
+from aragora.tenancy.service import WORKSPACE_NAMESPACE
 from aragora.tenancy.store import TenancyStore
 
 SUBMIT_QUOTA: Final = "max_submits_per_minute"
@@ -106,9 +108,13 @@ async def push_all_limits(cp: ControlPlaneCoordinator, store: TenancyStore) -> N
 
 
 class QuotaCache:
-    """Effective quotas per workspace for the submit path, re-read at most every
-    ``refresh_s`` seconds, so a quota change made through another instance applies
-    within that time (at once on the instance that made it, which calls :meth:`forget`).
+    """Effective quotas per workspace for the submit path, kept for at most
+    ``refresh_s`` seconds (0: read the store every time).
+
+    With a ``bus``, a workspace write published on it (namespace ``workspace``; see
+    :class:`~aragora.tenancy.service.InvalidatingTenancyStore`) drops the entry in every
+    instance at once; without one, a change made through another instance applies within
+    ``refresh_s``. :meth:`forget` drops an entry in this instance only.
     """
 
     def __init__(
@@ -117,28 +123,36 @@ class QuotaCache:
         *,
         refresh_s: float = DEFAULT_QUOTA_REFRESH_S,
         monotonic: Callable[[], float] = time.monotonic,
+        bus: InvalidationBus | None = None,
     ) -> None:
         self._store = store
         self.refresh_s = refresh_s
-        self._monotonic = monotonic
-        self._cached: dict[str, tuple[WorkspaceQuotas, float]] = {}
+        self._cached: TTLCache[WorkspaceQuotas] = TTLCache(refresh_s, monotonic=monotonic)
+        if bus is not None:
+            bus.subscribe(WORKSPACE_NAMESPACE, self._drop)
 
     async def get(self, workspace_id: str) -> WorkspaceQuotas:
         """The workspace's quotas (the plan defaults for a workspace not in the store)."""
         cached = self._cached.get(workspace_id)
-        now_s = self._monotonic()
-        if cached is not None and now_s - cached[1] < self.refresh_s:
-            return cached[0]
+        if cached is not None:
+            return cached
+        generation = self._cached.generation
         try:
             quotas = (await self._store.get_workspace(workspace_id)).quotas
         except WorkspaceNotFoundError:
             quotas = WorkspaceQuotas()
-        self._cached[workspace_id] = (quotas, now_s)
+        self._cached.put(workspace_id, quotas, generation=generation)
         return quotas
 
     def forget(self, workspace_id: str) -> None:
         """Drop the cached quotas after a change made through this instance."""
-        self._cached.pop(workspace_id, None)
+        self._cached.invalidate(workspace_id)
+
+    def _drop(self, workspace_id: str | None) -> None:
+        if workspace_id is None:
+            self._cached.clear()
+        else:
+            self._cached.invalidate(workspace_id)
 
 
 async def check_submit_rate(

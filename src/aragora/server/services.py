@@ -16,11 +16,13 @@ the app through an ASGI transport (which runs no lifespan) calls it itself::
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from starlette.applications import Starlette
 from starlette.requests import HTTPConnection
 
+from aragora.cache import InvalidationBus, create_invalidation_bus
 from aragora.control_plane.coordinator import ControlPlaneCoordinator
 from aragora.control_plane.errors import ConfigError, StoreUnavailableError
 from aragora.policy.engine import PolicyEngine
@@ -51,12 +53,17 @@ class ServiceSettings:
 @dataclass(frozen=True, slots=True)
 class Services:
     """Who is calling (``tenancy``), what they may do (``policy``), how often
-    (``rate_limiter``) and the workspace quotas the submit path reads (``quotas``)."""
+    (``rate_limiter``) and the workspace quotas the submit path reads (``quotas``).
+
+    ``invalidation`` carries cache invalidations between the instances of a deployment:
+    tenancy, policy and quotas cache their hot reads for ``cache_ttl_s`` and drop them
+    when any instance publishes a write."""
 
     tenancy: TenancyService
     policy: PolicyEngine
     rate_limiter: RateLimiter
     quotas: QuotaCache
+    invalidation: InvalidationBus
 
 
 async def build_services(
@@ -95,9 +102,23 @@ async def build_services(
         tenancy = TenancyService(create_tenancy_store(cp.store), key)
     policy = settings.policy or PolicyEngine.for_store(cp.store)
     limiter = policy.rate_limiter or create_rate_limiter(cp.store)
-    state.issued_admin_token = await tenancy.bootstrap_admin(token)
-    await push_all_limits(cp, tenancy.store)
-    services = Services(tenancy, policy, limiter, QuotaCache(tenancy.store))
+    if state.services is not None:  # built again: the earlier subscription goes
+        await state.services.invalidation.close()
+    bus = create_invalidation_bus(cp.store)
+    await bus.start()
+    try:
+        ttl_s = cp.config.cache_ttl_s
+        # The store clock as tests move it (offset 0 in production).
+        store = cp.store
+        tenancy.enable_cache(bus, ttl_s, clock=lambda: time.time() + store.clock_offset_s)
+        policy.enable_cache(bus, ttl_s)
+        quotas = QuotaCache(tenancy.store, refresh_s=ttl_s, bus=bus)
+        state.issued_admin_token = await tenancy.bootstrap_admin(token)
+        await push_all_limits(cp, tenancy.store)
+    except BaseException:
+        await bus.close()
+        raise
+    services = Services(tenancy, policy, limiter, quotas, bus)
     if state.observability is None:
         state.observability = await ServerObservability.start(
             cp, settings.alerts, run_background=run_background
@@ -107,11 +128,14 @@ async def build_services(
 
 
 async def close_services(app: Starlette | ServerState) -> None:
-    """Stop what :func:`build_services` started (alerts, instance presence), in reverse
-    order. Idempotent; metrics and health stay readable for requests still in flight."""
+    """Stop what :func:`build_services` started (alerts, instance presence, the cache
+    invalidation subscription), in reverse order. Idempotent; metrics and health stay
+    readable for requests still in flight."""
     state = app if isinstance(app, ServerState) else server_state(app)
     if state.observability is not None:
         await state.observability.close()
+    if state.services is not None:
+        await state.services.invalidation.close()
 
 
 def require_services(state: ServerState) -> Services:

@@ -4,16 +4,24 @@
 bearer token into a :class:`Principal` and issues tokens whose secret is returned once
 and never stored (the store keeps a keyed hash).
 
-Authentication reads the store on every call, with no cache, so a revocation takes
-effect at once on every instance of a deployment.
+Authentication may answer from a short-lived in-process cache of token hash →
+principal (:meth:`TenancyService.enable_cache`, which the server turns on with
+``cache_ttl_s``). Every token write through the service's store (create, revoke,
+replace) publishes an invalidation after it commits, so a revoked token is refused at
+once on the instance that revoked it and, over Redis pub/sub, within moments on every
+other instance; should that message be missed, the entry still expires after
+``cache_ttl_s``. Without :meth:`~TenancyService.enable_cache` every call reads the store.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import time
+from collections.abc import Callable, Sequence
 from typing import Final
 
+from aragora.cache import InvalidationBus, TTLCache
 from aragora.control_plane.errors import ConfigError, ValidationError
 from aragora.tenancy.errors import AuthenticationError, WorkspaceExistsError
 from aragora.tenancy.keyfiles import SECRET_KEY_BYTES
@@ -34,6 +42,88 @@ BOOTSTRAP_TOKEN_ID: Final = "tok_bootstrap"
 BOOTSTRAP_CREATED_BY: Final = "bootstrap"
 MAX_PRESENTED_TOKEN_CHARS: Final = 4096
 """Longer bearer tokens are refused as malformed without hashing them."""
+TOKEN_NAMESPACE: Final = "token"
+"""Invalidation namespace of cached principals; the key is the token id."""
+WORKSPACE_NAMESPACE: Final = "workspace"
+"""Invalidation namespace of a workspace's settings and quotas; the key is its name."""
+
+
+_CachedPrincipal = tuple[Principal, float | None]
+"""A cached principal and its token's expiry (store clock), if any."""
+
+
+class InvalidatingTenancyStore(TenancyStore):
+    """A :class:`TenancyStore` that publishes an invalidation after every write that
+    commits: ``token:<token id>`` for token writes, ``workspace:<name>`` for workspace
+    writes. Reads go straight through."""
+
+    def __init__(self, inner: TenancyStore, bus: InvalidationBus) -> None:
+        self.inner = inner
+        self.bus = bus
+
+    async def now(self) -> float:
+        return await self.inner.now()
+
+    async def _create_workspace(
+        self, name: str, plan: str, overrides: dict[str, int | None]
+    ) -> Workspace:
+        workspace = await self.inner._create_workspace(name, plan, overrides)
+        await self.bus.publish(WORKSPACE_NAMESPACE, workspace.name)
+        return workspace
+
+    async def _get_workspace(self, name: str) -> Workspace:
+        return await self.inner._get_workspace(name)
+
+    async def _list_workspaces(self) -> Sequence[Workspace]:
+        return await self.inner._list_workspaces()
+
+    async def _update_quotas(
+        self, name: str, overrides: dict[str, int | None], plan: str | None, replace: bool
+    ) -> Workspace:
+        workspace = await self.inner._update_quotas(name, overrides, plan, replace)
+        await self.bus.publish(WORKSPACE_NAMESPACE, workspace.name)
+        return workspace
+
+    async def _create_token(
+        self,
+        workspace: str,
+        role: Role,
+        token_hash: str,
+        token_id: str,
+        expires_at: float | None,
+        created_by: str | None,
+        *,
+        upsert: bool,
+    ) -> TokenInfo:
+        info = await self.inner._create_token(
+            workspace, role, token_hash, token_id, expires_at, created_by, upsert=upsert
+        )
+        # An upsert may have replaced the hash of the id: its old principal must go.
+        await self.bus.publish(TOKEN_NAMESPACE, info.token_id)
+        return info
+
+    async def _lookup_token(self, token_hash: str) -> TokenInfo | None:
+        return await self.inner._lookup_token(token_hash)
+
+    async def _get_token(self, token_id: str) -> TokenInfo:
+        return await self.inner._get_token(token_id)
+
+    async def _list_tokens(self, workspace: str | None) -> Sequence[TokenInfo]:
+        return await self.inner._list_tokens(workspace)
+
+    async def _revoke_token(self, token_id: str) -> TokenInfo:
+        info = await self.inner._revoke_token(token_id)
+        await self.bus.publish(TOKEN_NAMESPACE, info.token_id)
+        return info
+
+    async def _claim_agent_owner(self, workspace: str, agent_id: str, token_id: str) -> bool:
+        return await self.inner._claim_agent_owner(workspace, agent_id, token_id)
+
+    async def _agent_owner(self, workspace: str, agent_id: str) -> str | None:
+        return await self.inner._agent_owner(workspace, agent_id)
+
+    async def _release_agent_owner(self, workspace: str, agent_id: str) -> None:
+        await self.inner._release_agent_owner(workspace, agent_id)
 
 
 class TenancyService:
@@ -49,6 +139,35 @@ class TenancyService:
             raise ConfigError(f"the secret key must be at least {SECRET_KEY_BYTES} bytes")
         self.store = store
         self._secret_key = secret_key
+        self._principals: TTLCache[_CachedPrincipal] = TTLCache(0.0)
+        self._clock: Callable[[], float] = time.time
+
+    def enable_cache(
+        self,
+        bus: InvalidationBus,
+        ttl_s: float,
+        *,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """Cache authenticated principals for up to ``ttl_s`` (0: no cache) and publish
+        every workspace and token write of :attr:`store` on ``bus`` once it commits.
+
+        A cached token is re-checked in the store once ``clock`` (an estimate of the
+        store clock, in epoch seconds) reaches its expiry; failed authentications are
+        never cached, so a token issued a moment ago works at once.
+        """
+        if not isinstance(self.store, InvalidatingTenancyStore):
+            self.store = InvalidatingTenancyStore(self.store, bus)
+        self._principals = TTLCache(ttl_s, monotonic=monotonic)
+        self._clock = clock
+        bus.subscribe(TOKEN_NAMESPACE, self._drop_token)
+
+    def _drop_token(self, token_id: str | None) -> None:
+        if token_id is None:
+            self._principals.clear()
+        else:
+            self._principals.invalidate_where(lambda c: c[0].token_id == token_id)
 
     def hash_token(self, token: str) -> str:
         """The keyed hash the store keeps for ``token``."""
@@ -104,17 +223,33 @@ class TenancyService:
             raise AuthenticationError("malformed")
         if token.startswith(TOKEN_PREFIX) and not looks_valid(token):
             raise AuthenticationError("checksum" if has_token_format(token) else "malformed")
-        info = await self.store.lookup_token(self.hash_token(token))
+        hashed = self.hash_token(token)
+        cached = self._principals.get(hashed)
+        if cached is not None:
+            principal, expires_at = cached
+            if expires_at is None or self._clock() < expires_at:
+                return principal
+            self._principals.invalidate(hashed)
+        generation = self._principals.generation
+        info = await self.store.lookup_token(hashed)
         if info is None:
             raise AuthenticationError("unknown")
         if info.revoked_at is not None:
             raise AuthenticationError("revoked")
-        if info.expires_at is not None and info.expires_at <= await self.store.now():
-            raise AuthenticationError("expired")
-        return info.principal()
+        lifetime_s: float | None = None
+        if info.expires_at is not None:
+            lifetime_s = info.expires_at - await self.store.now()
+            if lifetime_s <= 0:
+                raise AuthenticationError("expired")
+        principal = info.principal()
+        self._principals.put(
+            hashed, (principal, info.expires_at), generation=generation, ttl_s=lifetime_s
+        )
+        return principal
 
     async def revoke(self, token_id: str) -> TokenInfo:
-        """Revoke a token at once on every instance; idempotent.
+        """Revoke a token; idempotent. Refused at once here and, with a cache over
+        Redis, within moments on every other instance (at most ``cache_ttl_s``).
         :class:`TokenNotFoundError` if there is no such token."""
         return await self.store.revoke_token(token_id)
 
