@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bench import authz, http, throughput
+from bench import authz, http, throughput, w3, w4
 from bench.peers import command as peers
 
 
@@ -48,7 +48,27 @@ def main(argv: list[str] | None = None) -> int:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
     )
+    w3.add_arguments(
+        commands.add_parser(
+            "w3",
+            help="W1 and W2 through aragora serve and the SDK agent, against the library",
+            description=w3.__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+    )
+    w4.add_arguments(
+        commands.add_parser(
+            "w4",
+            help="scale: claim latency at 1k vs 1M pending, heartbeat cost, bytes per task",
+            description=w4.__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+    )
     args = parser.parse_args(argv)
+    if args.command == "w4":
+        return w4.main(args)
+    if args.command == "w3":
+        return w3.main(args)
     if args.command == "http":
         return http.main(args)
     if args.command == "peers":

@@ -14,6 +14,9 @@ Every request is authenticated, authorised and (submits) rate limited, as in pro
 The floor is ``GET /livez`` on the same server with the same client and concurrency,
 measured in the same run: the cost of HTTP, routing and the client with no control
 plane work. ratio = requests/s of the operation / floor requests/s.
+
+For whole workloads through the server and the SDK agent, compared with the library
+path, see ``python -m bench w3``.
 """
 
 from __future__ import annotations
@@ -21,12 +24,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,10 +34,10 @@ from pathlib import Path
 import httpx
 
 from aragora.client import AsyncControlPlaneClient
+from bench.server import ServerProcess
+from bench.throughput import delete_prefix
 
-TOKEN = "bench-admin-token-" + uuid.uuid4().hex
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
-START_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,28 +62,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-async def _wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    async with httpx.AsyncClient() as client:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"aragora serve exited with {proc.returncode}")
-            try:
-                if (await client.get(url + "/readyz")).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.05)  # waiting for a child process to listen
-    raise RuntimeError("aragora serve did not become ready")
-
-
 async def _timed(count: int, concurrency: int, one: Callable[[int, int], Awaitable[None]]) -> float:
     """Run ``one(worker, i)`` for i in range(count) on ``concurrency`` workers."""
     queue = iter(range(count))
@@ -97,60 +75,52 @@ async def _timed(count: int, concurrency: int, one: Callable[[int, int], Awaitab
     return time.perf_counter() - started
 
 
-def _start_server(
-    store: str, args: argparse.Namespace, workdir: Path
-) -> tuple[str, subprocess.Popen[bytes]]:
-    port = _free_port()
-    env = {**os.environ, "ARAGORA_ADMIN_TOKEN": TOKEN, "ARAGORA_DATA_DIR": str(workdir / store)}
-    command = [sys.executable, "-m", "aragora.cli", "serve", "--port", str(port)]
-    if store == "redis":
-        env["ARAGORA_KEY_PREFIX"] = f"aragora:bench:{uuid.uuid4().hex[:8]}:"
-        command += ["--store", args.redis_url]
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return f"http://127.0.0.1:{port}", proc
-
-
 async def _measure(store: str, args: argparse.Namespace, workdir: Path) -> list[Row]:
-    url, proc = _start_server(store, args, workdir)
+    store_url = args.redis_url if store == "redis" else None
+    server = ServerProcess(workdir / store, store_url)
     try:
-        await _wait_ready(url, proc)
-        async with (
-            AsyncControlPlaneClient(url, TOKEN) as client,
-            httpx.AsyncClient(base_url=url) as http,
-        ):
-
-            async def livez(_worker: int, _i: int) -> None:
-                (await http.get("/livez")).raise_for_status()
-
-            async def submit(_worker: int, i: int) -> None:
-                await client.submit_task("bench", {"i": i})
-
-            # Authentication, policy and the rate limiter all run; the limit is set out
-            # of reach so that it does not cap the measurement.
-            await client.update_workspace(
-                "default", quotas={"max_submits_per_minute": 1_000_000_000, "max_agents": None}
-            )
-            agents = [f"agent-{a}" for a in range(args.concurrency)]
-            for agent in agents:
-                await client.register_agent(agent, [], "bench", max_concurrent_tasks=1)
-
-            async def claim_complete(worker: int, _i: int) -> None:
-                task = await client.claim_task(agents[worker])
-                assert task is not None and task.lease_token is not None
-                await client.complete_task(task.id, {"ok": True}, lease_token=task.lease_token)
-
-            await _timed(50, args.concurrency, livez)  # warm up
-            floor_s = await _timed(args.requests, args.concurrency, livez)
-            floor = args.requests / floor_s
-            submit_s = await _timed(args.requests, args.concurrency, submit)
-            pairs_s = await _timed(args.requests, args.concurrency, claim_complete)
-        return [
-            Row(store, "submit", args.requests, submit_s, floor),
-            Row(store, "claim + complete (pairs)", args.requests, pairs_s, floor),
-        ]
+        return await _measure_on(server, store, args)
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        if store_url is not None:
+            await delete_prefix(store_url, server.key_prefix)
+
+
+async def _measure_on(server: ServerProcess, store: str, args: argparse.Namespace) -> list[Row]:
+    async with (
+        server,
+        AsyncControlPlaneClient(server.url, server.token) as client,
+        httpx.AsyncClient(base_url=server.url) as http,
+    ):
+
+        async def livez(_worker: int, _i: int) -> None:
+            (await http.get("/livez")).raise_for_status()
+
+        async def submit(_worker: int, i: int) -> None:
+            await client.submit_task("bench", {"i": i})
+
+        # Authentication, policy and the rate limiter all run; the limit is set out
+        # of reach so that it does not cap the measurement.
+        await client.update_workspace(
+            "default", quotas={"max_submits_per_minute": 1_000_000_000, "max_agents": None}
+        )
+        agents = [f"agent-{a}" for a in range(args.concurrency)]
+        for agent in agents:
+            await client.register_agent(agent, [], "bench", max_concurrent_tasks=1)
+
+        async def claim_complete(worker: int, _i: int) -> None:
+            task = await client.claim_task(agents[worker])
+            assert task is not None and task.lease_token is not None
+            await client.complete_task(task.id, {"ok": True}, lease_token=task.lease_token)
+
+        await _timed(50, args.concurrency, livez)  # warm up
+        floor_s = await _timed(args.requests, args.concurrency, livez)
+        floor = args.requests / floor_s
+        submit_s = await _timed(args.requests, args.concurrency, submit)
+        pairs_s = await _timed(args.requests, args.concurrency, claim_complete)
+    return [
+        Row(store, "submit", args.requests, submit_s, floor),
+        Row(store, "claim + complete (pairs)", args.requests, pairs_s, floor),
+    ]
 
 
 def main(args: argparse.Namespace) -> int:

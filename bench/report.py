@@ -194,3 +194,124 @@ def write_json(
         "w5": [m.to_json() for m in mixes],
     }
     path.write_text(json.dumps(document, indent=2) + "\n")
+
+
+# -- W3 (HTTP path) and W4 (scale) ------------------------------------------------------
+def markdown_table(header: list[str], rows: list[list[str]], right: int = 1) -> str:
+    """A Markdown table; every column from index ``right`` on is right-aligned (numbers)."""
+    align = ["---" if i < right else "---:" for i in range(len(header))]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def spread(values: list[float], fmt: str) -> str:
+    """Median of ``values`` with the range in brackets when there are several; "-" if none."""
+    return _spread(values, fmt) if values else "-"
+
+
+def ratio(numerator: float | None, denominator: float | None, fmt: str = ".2f") -> str:
+    if numerator is None or not denominator:
+        return "-"
+    return format(numerator / denominator, fmt)
+
+
+def median_or_none(values: list[float]) -> float | None:
+    return _median(values)
+
+
+@dataclass(slots=True)
+class PathResult:
+    """W1 and W2 of one path (library or HTTP) on one store over the repeats (W3)."""
+
+    path: str
+    store: str
+    concurrency: int
+    worker: str
+    status: str = "ok"
+    tasks_per_s: list[float] = field(default_factory=list)
+    worker_cpu_us: list[float] = field(default_factory=list)
+    server_cpu_us: list[float] = field(default_factory=list)
+    producer_cpu_us: list[float] = field(default_factory=list)
+    redis_cpu_us: list[float] = field(default_factory=list)
+    p50_ms: list[float] = field(default_factory=list)
+    p99_ms: list[float] = field(default_factory=list)
+
+    def add_latency(self, seconds: list[float]) -> None:
+        ms = [s * 1000 for s in seconds]
+        self.p50_ms.append(percentile(ms, 50))
+        self.p99_ms.append(percentile(ms, 99))
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok" and bool(self.tasks_per_s)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "store": self.store,
+            "concurrency": self.concurrency,
+            "worker": self.worker,
+            "status": self.status,
+            "w1_tasks_per_s": self.tasks_per_s,
+            "w1_tasks_per_s_median": _median(self.tasks_per_s),
+            "w1_worker_cpu_us_per_task": self.worker_cpu_us,
+            "w1_server_cpu_us_per_task": self.server_cpu_us,
+            "w1_producer_cpu_us_per_task": self.producer_cpu_us,
+            "w1_redis_cpu_us_per_task": self.redis_cpu_us,
+            "w2_p50_ms": self.p50_ms,
+            "w2_p99_ms": self.p99_ms,
+            "w2_p50_ms_median": _median(self.p50_ms),
+            "w2_p99_ms_median": _median(self.p99_ms),
+        }
+
+
+def w3_table(results: list[PathResult]) -> str:
+    """W1/W2 per path with the HTTP ÷ library ratios of the same store and concurrency."""
+    library = {(r.store, r.concurrency): r for r in results if r.path == "library" and r.ok}
+    rows = []
+    for r in results:
+        if not r.ok:
+            rows.append([r.store, r.path, str(r.concurrency), r.status] + [""] * 8)
+            continue
+        base = library.get((r.store, r.concurrency))
+        w1_ratio = p50_ratio = "-"
+        if base is not None and r.path != "library":
+            w1_ratio = ratio(median(r.tasks_per_s), median(base.tasks_per_s))
+            p50_ratio = ratio(_median(r.p50_ms), _median(base.p50_ms))
+        rows.append(
+            [
+                r.store,
+                r.path,
+                str(r.concurrency),
+                spread(r.tasks_per_s, ",.0f"),
+                w1_ratio,
+                spread(r.p50_ms, ".2f"),
+                spread(r.p99_ms, ".2f"),
+                p50_ratio,
+                _cpu(r.worker_cpu_us),
+                _cpu(r.server_cpu_us),
+                _cpu(r.producer_cpu_us),
+                _cpu(r.redis_cpu_us),
+            ]
+        )
+    header = [
+        "store",
+        "path",
+        "worker concurrency",
+        "W1 tasks/s",
+        "W1 HTTP ÷ library",
+        "W2 p50 ms",
+        "W2 p99 ms",
+        "p50 HTTP ÷ library",
+        "CPU µs/task: worker",
+        "server",
+        "producer",
+        "Redis",
+    ]
+    return markdown_table(header, rows, right=2)
+
+
+def write_document(path: Path, document: dict[str, Any]) -> None:
+    """Write a benchmark's results as indented JSON."""
+    path.write_text(json.dumps(document, indent=2) + "\n")
