@@ -1,6 +1,8 @@
 """The FastAPI application of the control plane.
 
-Requests pass, outermost first: correlation id and audit trail (:mod:`.audit`), the
+The dashboard's static files (``/`` and ``/ui/...``, :mod:`.dashboard`) are answered
+before anything else, without a token. Other requests pass, outermost first:
+correlation id and audit trail (:mod:`.audit`), the
 token check that finds the principal and its workspace (:mod:`.middleware.tenancy`),
 the body size limit (:mod:`.middleware.body_limit`), then the routers, which authorize
 every route from one table (:mod:`.authz`) before the handlers run. Every error on the
@@ -22,7 +24,16 @@ from aragora.control_plane.coordinator import ControlPlaneCoordinator
 from aragora.crypto import PayloadCipher
 from aragora.policy.engine import PolicyEngine
 from aragora.server.audit import AuditMiddleware
-from aragora.server.handlers import accounting, admin, control_plane, metrics, policies, probes
+from aragora.server.dashboard import DashboardMiddleware
+from aragora.server.handlers import (
+    accounting,
+    admin,
+    control_plane,
+    dashboard,
+    metrics,
+    policies,
+    probes,
+)
 from aragora.server.longpoll import ClientGone, handle_client_gone
 from aragora.server.middleware.body_limit import BodyLimitMiddleware, request_body_limit_bytes
 from aragora.server.middleware.tenancy import TenancyMiddleware
@@ -131,9 +142,12 @@ def create_app(
     app.include_router(accounting.router)
     app.include_router(probes.router)
     app.include_router(metrics.router)
+    app.include_router(dashboard.router)
     # Added last = outermost: every request gets a correlation id and, where due, an
     # audit event; the token is checked before any byte of the body is read.
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=request_body_limit_bytes(config))
     app.add_middleware(TenancyMiddleware, state=state)
     app.add_middleware(AuditMiddleware, state=state)
+    # Outermost of all: the dashboard's static files, served without a token.
+    app.add_middleware(DashboardMiddleware)
     return app

@@ -133,6 +133,10 @@ ROUTE_ACCESS: Final[Mapping[tuple[str, str], RouteAccess]] = MappingProxyType(
         # audit trail
         ("GET", f"{_P}/audit"): RouteAccess(Action.AUDIT_READ),
         ("GET", f"{_P}/audit/verify"): RouteAccess(Action.AUDIT_READ),
+        # the dashboard: who is calling, and the live feed of the workspace (its agents
+        # and health sections need agent.read and health.read; see handlers/dashboard.py)
+        ("GET", f"{_P}/whoami"): RouteAccess(Action.TASK_READ),
+        ("GET", f"{_P}/events"): RouteAccess(Action.TASK_READ),
     }
 )
 """Every route of the app and what it needs; see the module docstring."""
