@@ -178,8 +178,8 @@ async def authorize_route(request: Request) -> Guard:
     access = route_access(request.method, path) if isinstance(path, str) else None
     if access is None or access.action is None:
         raise RuntimeError(f"route {request.method} {path} has no authorization entry")
-    principal = current_principal(request)
-    services: Services = get_services(request)
+    principal = await current_principal(request)
+    services: Services = await get_services(request)
     role, action = principal.role, access.action
     if access.roles is not None and role not in access.roles:
         raise ForbiddenError(f"role {role.value} may not use this route")

@@ -146,12 +146,12 @@ def require_services(state: ServerState) -> Services:
     return services
 
 
-def get_services(connection: HTTPConnection) -> Services:
+async def get_services(connection: HTTPConnection) -> Services:
     """Dependency: the services of the app serving this request (503 before startup)."""
     return require_services(server_state(connection.app))
 
 
-def get_observability(connection: HTTPConnection) -> ServerObservability:
+async def get_observability(connection: HTTPConnection) -> ServerObservability:
     """Dependency: the server's metrics, instances, alerts and health (503 before startup)."""
     observability = server_state(connection.app).observability
     if observability is None:

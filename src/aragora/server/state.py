@@ -102,11 +102,11 @@ def begin_shutdown(app: Starlette) -> None:
     server_state(app).begin_shutdown()
 
 
-def get_server_state(connection: HTTPConnection) -> ServerState:
+async def get_server_state(connection: HTTPConnection) -> ServerState:
     """Dependency: the state of the app serving this request."""
     return server_state(connection.app)
 
 
-def get_coordinator(connection: HTTPConnection) -> ControlPlaneCoordinator:
+async def get_coordinator(connection: HTTPConnection) -> ControlPlaneCoordinator:
     """Dependency: the coordinator; 503 while the app is not started."""
     return server_state(connection.app).require_coordinator()

@@ -100,7 +100,7 @@ async def whoami(caller: Caller) -> Response:
     )
 
 
-def event_hub(request: Request, cp: Coordinator, observability: Observability) -> EventHub:
+async def event_hub(request: Request, cp: Coordinator, observability: Observability) -> EventHub:
     """Dependency: the app's event hub, made on first use around its coordinator."""
     hub = getattr(request.app.state, "dashboard_events", None)
     if not isinstance(hub, EventHub):

@@ -55,7 +55,7 @@ _CHALLENGE = 'Bearer realm="aragora"'
 _INVALID_CHALLENGE = 'Bearer realm="aragora", error="invalid_token"'
 
 
-def current_principal(connection: HTTPConnection) -> Principal:
+async def current_principal(connection: HTTPConnection) -> Principal:
     """Dependency: the authenticated caller.
 
     The middleware lets no request without one reach a handler; reaching this without a
@@ -67,9 +67,9 @@ def current_principal(connection: HTTPConnection) -> Principal:
     return principal
 
 
-def current_workspace(connection: HTTPConnection) -> str:
+async def current_workspace(connection: HTTPConnection) -> str:
     """Dependency: the workspace the request acts in, the principal's own."""
-    return current_principal(connection).workspace_id
+    return (await current_principal(connection)).workspace_id
 
 
 class TenancyMiddleware:
