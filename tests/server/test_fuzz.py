@@ -8,10 +8,14 @@ its own coordinator on the test's store; the fixture shuts that lifespan down.
 fixture loader does not work with this pytest.)
 Claims wait at most a few milliseconds here: fuzzing is about inputs, and a claim by a
 fuzzed agent that happens to exist would otherwise hold for its whole ``wait_s``.
+``ARAGORA_FUZZ_EXAMPLES`` raises the number of examples per operation for a long run
+(see ``docs/fuzzing.md``); the stateful run against a real server is
+``test_api_stateful.py``.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,6 +30,8 @@ from aragora.server import create_app
 from tests.server.conftest import ADMIN_TOKEN, SECRET_KEY, bearer
 
 FUZZ_WAIT_S = 0.01
+EXAMPLES = int(os.environ.get("ARAGORA_FUZZ_EXAMPLES") or 25)
+LONG_RUN = "ARAGORA_FUZZ_EXAMPLES" in os.environ
 
 
 # The document does not depend on the store: an app that never starts describes it.
@@ -52,7 +58,8 @@ def _shorten_waits(case: Any) -> None:
 
 
 @schema.parametrize()
-@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@pytest.mark.timeout(0 if LONG_RUN else 60)
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 def test_no_input_gets_a_server_error(case: Any, fuzz_app: FastAPI) -> None:
     _shorten_waits(case)
     response = case.call(app=fuzz_app, headers=bearer(ADMIN_TOKEN))

@@ -14,7 +14,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from aragora.policy.cedar import MAX_RULE_TEXT_CHARS
 from aragora.policy.store import MAX_DESCRIPTION_CHARS
-from aragora.server.schemas import JsonValue
+from aragora.server.schemas import Cost, IntegralValue, JsonValue
 from aragora.tenancy.quotas import MAX_QUOTA_VALUE
 
 WORKSPACE_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
@@ -36,7 +36,7 @@ WorkspaceName = Annotated[
     str, Field(min_length=1, max_length=MAX_WORKSPACE_LENGTH, pattern=WORKSPACE_PATTERN)
 ]
 PlanName = Annotated[str, Field(min_length=1, max_length=MAX_PLAN_LENGTH)]
-QuotaValue = Annotated[int | None, Field(ge=0, le=MAX_QUOTA_VALUE)]
+QuotaValue = Annotated[int | None, Field(ge=0, le=MAX_QUOTA_VALUE), IntegralValue]
 Description = Annotated[str, Field(max_length=MAX_DESCRIPTION_CHARS)]
 
 
@@ -70,7 +70,7 @@ class BudgetIn(_Request):
     """At most ``limit`` cost per UTC day or month; an alert once ``soft_ratio`` of it
     is spent or reserved."""
 
-    limit: Annotated[float, Field(ge=0, allow_inf_nan=False)]
+    limit: Cost
     period: PeriodName = "monthly"
     soft_ratio: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] = 0.8
 
@@ -207,7 +207,9 @@ def _check_rollout(value: list[list[str | int]]) -> list[list[str | int]]:
 
 
 RolloutSlices = Annotated[
-    list[list[str | int]], Field(max_length=MAX_VARIANTS), AfterValidator(_check_rollout)
+    list[list[Annotated[str | int, IntegralValue]]],
+    Field(max_length=MAX_VARIANTS),
+    AfterValidator(_check_rollout),
 ]
 
 

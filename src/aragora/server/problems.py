@@ -62,6 +62,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import compile_path
 
 from aragora.audit.base import AuditIntegrityError
 from aragora.control_plane.errors import (
@@ -121,6 +122,7 @@ QUOTA_EXCEEDED: Final = TYPE_PREFIX + "quota-exceeded"
 BUDGET_EXCEEDED: Final = TYPE_PREFIX + "budget-exceeded"
 ABOUT_BLANK: Final = "about:blank"
 
+_HTTP_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
 _LOCATIONS = frozenset({"body", "query", "path", "header", "cookie"})
 _NOT_AN_OBJECT = frozenset({"model_attributes_type", "model_type", "dict_type"})
 
@@ -412,7 +414,33 @@ async def _handle_request_validation(request: Request, exc: Exception) -> Respon
 
 async def _handle_http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
-    return http_exception_problem(exc)
+    response = http_exception_problem(exc)
+    if exc.status_code == 405:
+        # Starlette names the methods of the first route on the path only; FastAPI makes
+        # a route per method, so the others would be missing from Allow.
+        allowed = allowed_methods(request)
+        if allowed:
+            response.headers["Allow"] = ", ".join(allowed)
+    return response
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """The methods of the documented path the request's path matched, sorted.
+
+    Taken from the OpenAPI document (FastAPI's included routers do not expose their
+    routes). When several templates fit, the most literal wins: ``/agents/register``
+    also fits ``/agents/{agent_id}``, but ``Allow`` speaks of the operation meant."""
+    path = request.scope.get("path", "")
+    best: tuple[int, Mapping[str, Any]] | None = None
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        if compile_path(template)[0].match(path) is None:
+            continue
+        literal = sum(1 for part in template.split("/") if part and not part.startswith("{"))
+        if best is None or literal > best[0]:
+            best = (literal, operations)
+    if best is None:
+        return []
+    return sorted(method.upper() for method in best[1] if method.upper() in _HTTP_METHODS)
 
 
 async def handle_unexpected_error(request: Request, exc: Exception) -> Response:

@@ -12,6 +12,11 @@ through :func:`aragora.observability.logging.configure_logging`: JSON lines unle
 Alerts go to the log and, with ``ARAGORA_ALERT_WEBHOOK_URL`` and
 ``ARAGORA_ALERT_WEBHOOK_SECRET``, to a signed webhook; ``ARAGORA_ALERT_INTERVAL_S`` and
 ``ARAGORA_ALERT_QUEUE_MAX_AGE_S`` tune when they fire (:func:`alert_thresholds_from_env`).
+
+Connections (:mod:`aragora.server.middleware.http_limits`): a request head must arrive
+within ``ARAGORA_HTTP_HEADER_TIMEOUT_S`` (default 10) and its body within
+``ARAGORA_HTTP_BODY_TIMEOUT_S`` (default 30), and a head may hold at most 32 KiB;
+request bodies are limited by :mod:`aragora.server.middleware.body_limit`.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import resource
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from socket import socket
@@ -32,6 +38,13 @@ from aragora.control_plane.errors import ConfigError
 from aragora.crypto import PayloadCipher
 from aragora.observability.logging import configure_logging
 from aragora.server.app import create_app
+from aragora.server.middleware.http_limits import (
+    DEFAULT_BODY_TIMEOUT_S,
+    DEFAULT_HEADER_TIMEOUT_S,
+    DEFAULT_MAX_HEAD_BYTES,
+    LimitedH11Protocol,
+    limited_h11_protocol,
+)
 from aragora.server.observability import ALERT_WEBHOOK_SECRET_ENV, ALERT_WEBHOOK_URL_ENV
 from aragora.server.state import begin_shutdown, server_state
 from aragora.tenancy.keyfiles import load_server_secret, write_token_file
@@ -43,6 +56,8 @@ GRACEFUL_SHUTDOWN_S = 5.0
 DEFAULT_DATA_DIR = ".aragora"
 SQLITE_FILE_NAME = "state.db"
 ADMIN_TOKEN_FILE_NAME = "admin.token"
+OPEN_FILES_CAP = 65_536
+"""Highest soft limit on open files the server asks for (see :func:`raise_open_file_limit`)."""
 
 
 def data_dir_for_serve(data_dir: str | None, environ: Mapping[str, str] = os.environ) -> Path:
@@ -94,6 +109,38 @@ def alert_thresholds_from_env(environ: Mapping[str, str] = os.environ) -> AlertT
             environ, "ARAGORA_ALERT_QUEUE_MAX_AGE_S", defaults.queue_oldest_pending_max_age_s
         ),
     )
+
+
+def http_protocol_from_env(environ: Mapping[str, str] = os.environ) -> type[LimitedH11Protocol]:
+    """uvicorn's HTTP protocol with the head size limit and the read deadlines applied:
+    ``ARAGORA_HTTP_HEADER_TIMEOUT_S`` and ``ARAGORA_HTTP_BODY_TIMEOUT_S`` when set."""
+    return limited_h11_protocol(
+        header_timeout_s=_env_seconds(
+            environ, "ARAGORA_HTTP_HEADER_TIMEOUT_S", DEFAULT_HEADER_TIMEOUT_S
+        ),
+        body_timeout_s=_env_seconds(environ, "ARAGORA_HTTP_BODY_TIMEOUT_S", DEFAULT_BODY_TIMEOUT_S),
+        max_head_bytes=DEFAULT_MAX_HEAD_BYTES,
+    )
+
+
+def raise_open_file_limit(cap: int = OPEN_FILES_CAP) -> int:
+    """Raise the soft limit on open files towards the hard limit (at most ``cap``) and
+    return the limit in force.
+
+    Each connection is a file descriptor, and a long-poll holds its connection while it
+    waits: with the common soft limit of 1024, a few hundred waiting clients and the
+    connections to the store would make ``accept`` fail for everyone else.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = cap if hard == resource.RLIM_INFINITY else min(hard, cap)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (OSError, ValueError) as exc:
+            logger.warning("could not raise the open file limit from %d: %s", soft, exc)
+            return soft
+        return wanted
+    return soft
 
 
 def _env_seconds(environ: Mapping[str, str], name: str, default: float) -> float:
@@ -171,9 +218,11 @@ def serve(
     a ``ConfigError`` before anything starts.
     """
     configure_server_logging(log_level)
+    raise_open_file_limit()
     directory = data_dir_for_serve(None if data_dir is None else os.fspath(data_dir))
     secret_key = load_server_secret(directory, os.environ)
     cipher = PayloadCipher.from_env()
+    http_protocol = http_protocol_from_env()
     app = create_app(
         config,
         admin_token=admin_token or None,
@@ -208,6 +257,8 @@ def serve(
             access_log=False,
             lifespan="on",
             timeout_graceful_shutdown=int(GRACEFUL_SHUTDOWN_S),
+            http=http_protocol,
+            h11_max_incomplete_event_size=DEFAULT_MAX_HEAD_BYTES,
         ),
         on_shutdown=lambda: begin_shutdown(app),
         on_started=show_issued_admin_token,

@@ -34,6 +34,10 @@ MAX_RETRIES: Final = 100
 MAX_TIMEOUT_S: Final = 7 * 86_400.0
 MAX_LIST_LIMIT: Final = 1000
 MAX_CURSOR_LENGTH: Final = 1024
+MAX_COST: Final = 1e15
+"""Largest cost (estimate, reported cost or budget) one request may state: far above
+any real cost, and far enough below the largest float that sums of costs stay finite
+(a sum that overflowed would be stored as infinity, which no JSON answer can carry)."""
 MAX_JSON_DEPTH: Final = 100
 """Deepest nesting of arrays and objects in a payload, result or metadata.
 
@@ -49,6 +53,15 @@ AgentStatusName = Literal["idle", "busy", "draining", "offline"]
 
 def _lower(value: object) -> object:
     return value.lower() if isinstance(value, str) else value
+
+
+def _integral(value: object) -> object:
+    """``3.0`` as the integer 3: JSON has one number type, and JSON Schema (hence the
+    OpenAPI document) calls a number without a fraction an integer. ``3.5``, ``"3"``
+    and ``true`` stay what they are, and strict validation refuses them."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 def _limit_depth(value: Any) -> Any:
@@ -85,10 +98,18 @@ JsonObject = Annotated[dict[str, Any], AfterValidator(_check_json)]
 Text = Annotated[str, AfterValidator(_check_json)]
 """Free text (an error message): any length the body allows, valid Unicode."""
 
+IntegralValue = BeforeValidator(_integral)
+"""Annotation of an integer field: ``3`` or ``3.0``, never ``3.5``, ``"3"`` or ``true``.
+
+Place it after the field's ``Field(...)`` bounds: placed before them, pydantic writes the
+bounds into the JSON schema as ``ge``/``le`` instead of ``minimum``/``maximum``."""
+
 Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME_LENGTH, pattern=NAME_PATTERN)]
 Priority = Annotated[PriorityName, BeforeValidator(_lower)]
 """A priority name in any case (``"HIGH"`` is ``"high"``)."""
 WaitSeconds = Annotated[float, Field(ge=0, le=MAX_WAIT_S, allow_inf_nan=False)]
+Cost = Annotated[float, Field(ge=0, le=MAX_COST, allow_inf_nan=False)]
+"""A cost in the workspace's budget unit: 0 to :data:`MAX_COST`."""
 
 
 class _Request(BaseModel):
@@ -101,7 +122,7 @@ class RegisterAgentRequest(_Request):
     agent_id: Name
     capabilities: Annotated[list[Name], Field(max_length=MAX_CAPABILITIES)]
     model: Annotated[str, Field(min_length=1, max_length=MAX_MODEL_LENGTH)]
-    max_concurrent_tasks: Annotated[int, Field(ge=1, le=MAX_CONCURRENT_TASKS)] = 1
+    max_concurrent_tasks: Annotated[int, Field(ge=1, le=MAX_CONCURRENT_TASKS), IntegralValue] = 1
     metadata: JsonObject | None = None
 
 
@@ -125,9 +146,9 @@ class SubmitTaskRequest(_Request):
         str | None, Field(min_length=1, max_length=MAX_IDEMPOTENCY_KEY_LENGTH)
     ] = None
     timeout_s: Annotated[float | None, Field(gt=0, le=MAX_TIMEOUT_S, allow_inf_nan=False)] = None
-    max_retries: Annotated[int | None, Field(ge=0, le=MAX_RETRIES)] = None
+    max_retries: Annotated[int | None, Field(ge=0, le=MAX_RETRIES), IntegralValue] = None
     metadata: JsonObject | None = None
-    cost_estimate: Annotated[float | None, Field(ge=0, allow_inf_nan=False)] = None
+    cost_estimate: Cost | None = None
 
 
 class ClaimRequest(_Request):
@@ -142,7 +163,7 @@ class CompleteRequest(_Request):
 
     lease_token: Annotated[str, Field(min_length=1, max_length=MAX_LEASE_TOKEN_LENGTH)]
     result: JsonValue
-    cost: Annotated[float | None, Field(ge=0, allow_inf_nan=False)] = None
+    cost: Cost | None = None
 
 
 class FailRequest(_Request):
