@@ -4,6 +4,7 @@ store objects and processes, and claims that read indexes instead of scanning.""
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import sys
 import uuid
@@ -234,3 +235,68 @@ async def test_processes_sharing_the_file_never_claim_the_same_task(db_path: Pat
         assert set(claimed) == ids
         counts = await cp.store.counts("default")
         assert counts.completed == len(ids) and counts.pending == 0
+
+
+_SUBMITTER = """
+import asyncio, sys
+from aragora.control_plane import ControlPlaneConfig, ControlPlaneCoordinator
+
+async def main(url: str) -> None:
+    async with ControlPlaneCoordinator(ControlPlaneConfig(store_url=url), run_reaper=False) as cp:
+        print(await cp.submit_task("t", {"from": "another process"}), flush=True)
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="abstract sockets: Linux only")
+async def test_a_commit_in_another_process_wakes_a_waiter_before_any_poll(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With the fallback poll an hour away, only the wake-up can end this wait in time.
+    monkeypatch.setattr("aragora.store.sqlite.FALLBACK_POLL_INTERVAL_S", 3600.0)
+    async with ControlPlaneCoordinator(_config(db_path), run_reaper=False) as cp:
+        await cp.register_agent("a", [], model="m")
+        waiting = asyncio.create_task(cp.claim_task("a", wait_s=45))
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _SUBMITTER, f"sqlite:///{db_path}", stdout=asyncio.subprocess.PIPE
+        )
+        out, _ = await proc.communicate()
+        assert proc.returncode == 0
+        task = await asyncio.wait_for(waiting, 40)
+        assert task is not None and task.id == out.decode().strip()
+
+
+def _registrations(db_path: str) -> set[str] | None:
+    """The names registered for wake-ups next to the file (None: no such directory)."""
+    directory = Path(os.path.realpath(db_path) + "-wake")
+    return {p.name for p in directory.iterdir()} if directory.is_dir() else None
+
+
+def _register_dead_listener(db_path: str) -> str:
+    name = "999999999-000000000000"
+    (Path(os.path.realpath(db_path) + "-wake") / name).touch()
+    return name
+
+
+async def test_a_dead_listener_is_unregistered_by_the_next_wake_up(store: SqliteStore) -> None:
+    dead = _register_dead_listener(store.path)
+    assert dead in (_registrations(store.path) or set())
+    await store.submit(_new_task())
+    remaining = _registrations(store.path)
+    assert remaining is not None and dead not in remaining
+    assert len(remaining) == 1  # the store's own registration
+
+
+async def test_without_wake_ups_the_poll_still_wakes_waiters(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("aragora.store.sqlite.LocalWakeup.open", lambda path: None)
+    async with (
+        SqliteStore(_config(db_path), str(db_path)) as store,
+        SqliteStore(_config(db_path), str(db_path)) as other,
+    ):
+        assert _registrations(str(db_path)) is None
+        async with store.watch_ready("default") as watch:
+            await other.submit(_new_task())
+            assert await watch.wait(5.0)

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Any, Self
 
@@ -38,7 +39,7 @@ from aragora.control_plane.models import (
     validate_workspace_id,
 )
 from aragora.control_plane.registry import AgentRegistry
-from aragora.control_plane.scheduler import TaskScheduler
+from aragora.control_plane.scheduler import Claimer, TaskScheduler
 from aragora.crypto import PayloadCipher
 from aragora.store import Store, TaskPage, create_store
 
@@ -219,12 +220,36 @@ class ControlPlaneCoordinator:
             agent_id, max_tasks=max_tasks, wait_s=wait_s, workspace_id=workspace_id
         )
 
+    def claimer(
+        self, agent_id: str, *, workspace_id: str = "default"
+    ) -> AbstractAsyncContextManager[Claimer]:
+        """For a claim loop: ``async with cp.claimer(agent) as c: await c.claim(k, wait_s=1)``.
+
+        Same leases as ``claim_tasks``, but the claimer keeps listening between claims,
+        so after a claim that came back short the next one first waits (up to its
+        ``wait_s``) for news of work instead of asking the store again at once."""
+        return self.scheduler.claimer(agent_id, workspace_id=workspace_id)
+
     async def complete_tasks(
-        self, completions: Sequence[tuple[str, Any, str]], *, workspace_id: str = "default"
+        self,
+        completions: Sequence[tuple[str, Any, str]],
+        *,
+        workspace_id: str = "default",
+        costs: Sequence[float | None] | None = None,
     ) -> list[Task | ControlPlaneError]:
         """Complete ``(task_id, result, lease_token)`` items in as few round trips as the
-        store allows; each item is the completed task or the error that refused it."""
-        return await self.scheduler.complete_many(completions, workspace_id=workspace_id)
+        store allows; each item is the completed task or the error that refused it.
+        ``costs`` optionally gives each item's reported cost."""
+        return await self.scheduler.complete_many(
+            completions, workspace_id=workspace_id, costs=costs
+        )
+
+    async def fail_tasks(
+        self, failures: Sequence[tuple[str, str, str, bool]], *, workspace_id: str = "default"
+    ) -> list[Task | ControlPlaneError]:
+        """Fail ``(task_id, error, lease_token, retryable)`` items, each its own atomic
+        step: each item is the task afterwards or the error that refused it."""
+        return await self.scheduler.fail_many(failures, workspace_id=workspace_id)
 
     async def claim_task(
         self, agent_id: str, *, wait_s: float = 0.0, workspace_id: str = "default"
@@ -265,6 +290,13 @@ class ControlPlaneCoordinator:
 
     async def get_task(self, task_id: str, *, workspace_id: str = "default") -> Task:
         return await self.scheduler.get(task_id, workspace_id=workspace_id)
+
+    async def get_tasks(
+        self, task_ids: Sequence[str], *, workspace_id: str = "default"
+    ) -> list[Task | None]:
+        """Up to 1000 tasks in one store operation, in the order asked; ``None`` for an
+        id that is unknown (or already cleaned up after its result TTL)."""
+        return await self.scheduler.get_many(task_ids, workspace_id=workspace_id)
 
     async def list_tasks(
         self,

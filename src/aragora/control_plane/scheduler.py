@@ -9,17 +9,20 @@ fails the transition.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
 import math
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from aragora.control_plane.config import ControlPlaneConfig
 from aragora.control_plane.errors import (
+    ConflictError,
     ControlPlaneError,
+    NotFoundError,
     PayloadTooLargeError,
     TaskCancelledError,
     TaskFailedError,
@@ -34,7 +37,8 @@ from aragora.control_plane.models import (
     validate_name,
     validate_workspace_id,
 )
-from aragora.store.base import ClaimOutcome, NewTask, Store, TaskPage
+from aragora.store.base import NewTask, Store, TaskPage
+from aragora.store.notify import Watch
 
 if TYPE_CHECKING:
     from aragora.crypto import PayloadCipher
@@ -254,29 +258,22 @@ class TaskScheduler:
     ) -> list[Task]:
         """Lease up to ``max_tasks`` of the best tasks the agent may run (never past its
         free capacity) in one store operation, waiting up to ``wait_s`` for at least one."""
+        async with self.claimer(agent_id, workspace_id=workspace_id) as claimer:
+            return await claimer.claim(max_tasks, wait_s=wait_s)
+
+    @contextlib.asynccontextmanager
+    async def claimer(
+        self, agent_id: str, *, workspace_id: str = "default"
+    ) -> AsyncIterator[Claimer]:
+        """A claimer for a loop that claims again and again for one agent.
+
+        It listens for new work for as long as it is open, so after a claim that got
+        fewer tasks than asked it waits for news (up to the next call's ``wait_s``)
+        before asking the store again, instead of asking at once for nothing."""
         validate_workspace_id(workspace_id)
         validate_name(agent_id, "agent_id")
-        if not isinstance(wait_s, int | float) or not 0 <= wait_s <= 3600 or math.isnan(wait_s):
-            raise ValidationError("wait_s", "must be between 0 and 3600 seconds")
-        if (
-            isinstance(max_tasks, bool)
-            or not isinstance(max_tasks, int)
-            or not 0 < max_tasks <= MAX_BATCH
-        ):
-            raise ValidationError("max_tasks", f"must be an integer from 1 to {MAX_BATCH}")
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait_s
         async with self._store.watch_ready(workspace_id) as watch:
-            while True:
-                outcome: ClaimOutcome = await self._store.claim(workspace_id, agent_id, max_tasks)
-                if outcome.tasks:
-                    return [self._open(task) for task in outcome.tasks]
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    return []
-                if outcome.next_due_in_s is not None:
-                    remaining = min(remaining, max(outcome.next_due_in_s, 0.001))
-                await watch.wait(remaining)
+            yield Claimer(self, watch, agent_id, workspace_id)
 
     async def complete(
         self,
@@ -305,25 +302,35 @@ class TaskScheduler:
         return self._finished(task)
 
     async def complete_many(
-        self, completions: Sequence[tuple[str, Any, str]], *, workspace_id: str = "default"
+        self,
+        completions: Sequence[tuple[str, Any, str]],
+        *,
+        workspace_id: str = "default",
+        costs: Sequence[float | None] | None = None,
     ) -> list[Task | ControlPlaneError]:
         """Complete ``(task_id, result, lease_token)`` items in as few store round trips as
         the store allows; each is its own atomic step, and a refused one (lease lost,
-        cancelled, unknown) is answered by its error in its place."""
+        cancelled, unknown) is answered by its error in its place. ``costs``, when given,
+        holds each item's reported cost (``None``: the estimate). Every item is
+        validated before anything is written."""
         validate_workspace_id(workspace_id)
         if not 0 < len(completions) <= MAX_BATCH:
             raise ValidationError("completions", f"must hold 1 to {MAX_BATCH} items")
+        if costs is not None and len(costs) != len(completions):
+            raise ValidationError("costs", "must hold one cost (or None) per completion")
         items: list[tuple[str, str, Any, float | None]] = []
         for index, (task_id, result, lease_token) in enumerate(completions):
+            cost = None if costs is None else costs[index]
             try:
                 self._check_ids(task_id, lease_token)
                 self.check_size("result", result)
                 _refuse_envelope("result", result)
+                if cost is not None and not _is_cost(cost):
+                    raise ValidationError("cost", "must be a finite number of 0 or more")
             except ValidationError as exc:
                 raise ValidationError(f"completions[{index}].{exc.field}", exc.reason) from None
-            items.append(
-                (task_id, lease_token, self._seal(result, workspace_id, task_id, "result"), None)
-            )
+            sealed = self._seal(result, workspace_id, task_id, "result")
+            items.append((task_id, lease_token, sealed, None if cost is None else float(cost)))
         outcomes = await self._store.complete_many(workspace_id, items)
         return [o if isinstance(o, ControlPlaneError) else self._finished(o) for o in outcomes]
 
@@ -345,6 +352,34 @@ class TaskScheduler:
         )
         return self._finished(task)
 
+    async def fail_many(
+        self, failures: Sequence[tuple[str, str, str, bool]], *, workspace_id: str = "default"
+    ) -> list[Task | ControlPlaneError]:
+        """Fail ``(task_id, error, lease_token, retryable)`` items, each its own atomic
+        step; a refused one (lease lost, cancelled, unknown) is answered by its error in
+        its place. Every item is validated before anything is written."""
+        validate_workspace_id(workspace_id)
+        if not 0 < len(failures) <= MAX_BATCH:
+            raise ValidationError("failures", f"must hold 1 to {MAX_BATCH} items")
+        for index, (task_id, error, lease_token, _) in enumerate(failures):
+            try:
+                self._check_ids(task_id, lease_token)
+                if not isinstance(error, str):
+                    raise ValidationError("error", "must be a string")
+            except ValidationError as exc:
+                raise ValidationError(f"failures[{index}].{exc.field}", exc.reason) from None
+        outcomes: list[Task | ControlPlaneError] = []
+        for task_id, error, lease_token, retryable in failures:
+            try:
+                task = await self._store.fail(
+                    workspace_id, task_id, lease_token, error[:MAX_ERROR_LENGTH], bool(retryable)
+                )
+            except (NotFoundError, ConflictError, TaskCancelledError) as exc:
+                outcomes.append(exc)
+            else:
+                outcomes.append(self._finished(task))
+        return outcomes
+
     async def cancel(self, task_id: str, *, workspace_id: str = "default") -> Task:
         validate_workspace_id(workspace_id)
         self._check_task_id(task_id)
@@ -360,6 +395,19 @@ class TaskScheduler:
         validate_workspace_id(workspace_id)
         self._check_task_id(task_id)
         return self._open(await self._store.get_task(workspace_id, task_id))
+
+    async def get_many(
+        self, task_ids: Sequence[str], *, workspace_id: str = "default"
+    ) -> list[Task | None]:
+        """The tasks in the order asked (``None`` for an unknown id), in as few store
+        round trips as the store allows: e.g. to collect the results of a batch."""
+        validate_workspace_id(workspace_id)
+        if not 0 < len(task_ids) <= MAX_BATCH:
+            raise ValidationError("task_ids", f"must hold 1 to {MAX_BATCH} ids")
+        for task_id in task_ids:
+            self._check_task_id(task_id)
+        tasks = await self._store.get_tasks(workspace_id, task_ids)
+        return [None if t is None else self._open(t) for t in tasks]
 
     async def list(
         self,
@@ -391,14 +439,17 @@ class TaskScheduler:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         async with self._store.watch_task(workspace_id, task_id) as watch:
-            while True:
-                task = await self._store.get_task(workspace_id, task_id)
-                if task.is_terminal:
-                    return self._open(task)
+            task = await self._store.get_task(workspace_id, task_id)
+            while not task.is_terminal:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     raise TimeoutError(f"task {task_id!r} not finished within {timeout_s}s")
-                await watch.wait(remaining)
+                if await watch.wait(remaining):
+                    delivered = watch.take_value()
+                    if isinstance(delivered, Task) and delivered.is_terminal:
+                        return self._open(delivered)
+                task = await self._store.get_task(workspace_id, task_id)
+            return self._open(task)
 
     async def wait_for_result(
         self, task_id: str, timeout: float, *, workspace_id: str = "default"
@@ -420,6 +471,48 @@ class TaskScheduler:
     def _check_task_id(task_id: str) -> None:
         if not isinstance(task_id, str) or not 0 < len(task_id) <= 128:
             raise ValidationError("task_id", "must be a non-empty string of at most 128 characters")
+
+
+class Claimer:
+    """Claims for one agent over one open watch (see ``TaskScheduler.claimer``)."""
+
+    def __init__(
+        self, scheduler: TaskScheduler, watch: Watch, agent_id: str, workspace_id: str
+    ) -> None:
+        self._scheduler = scheduler
+        self._watch = watch
+        self.agent_id = agent_id
+        self.workspace_id = workspace_id
+        self._drained = False
+        self._due_at: float | None = None
+
+    async def claim(self, max_tasks: int, *, wait_s: float = 0.0) -> list[Task]:
+        """Lease up to ``max_tasks`` tasks in one store operation (never past the agent's
+        free capacity), waiting up to ``wait_s`` for at least one."""
+        if not isinstance(wait_s, int | float) or not 0 <= wait_s <= 3600 or math.isnan(wait_s):
+            raise ValidationError("wait_s", "must be between 0 and 3600 seconds")
+        if not _is_count(max_tasks, MAX_BATCH):
+            raise ValidationError("max_tasks", f"must be an integer from 1 to {MAX_BATCH}")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        store = self._scheduler._store
+        while True:
+            if self._drained:
+                # The last claim came back short: little can have become claimable
+                # unless a notification says so, so wait for one (or for a delayed task
+                # to fall due), then look once. Time-driven changes that announce
+                # nothing (a breaker re-admitting the agent) are still seen, at the
+                # latest when the wait ends.
+                until = deadline if self._due_at is None else min(deadline, self._due_at)
+                await self._watch.wait(until - loop.time())
+            outcome = await store.claim(self.workspace_id, self.agent_id, max_tasks)
+            self._drained = len(outcome.tasks) < max_tasks
+            due_in_s = outcome.next_due_in_s
+            self._due_at = None if due_in_s is None else loop.time() + max(due_in_s, 0.001)
+            if outcome.tasks:
+                return [self._scheduler._open(task) for task in outcome.tasks]
+            if loop.time() >= deadline:
+                return []
 
 
 def _is_cost(value: object) -> bool:

@@ -64,7 +64,11 @@ failed-attempt path ("agent offline"); running tasks past ``lease_expires_at`` t
 
 Notifications: a store wakes ``ready_channel(ws)`` watchers whenever a task of ``ws``
 may have become claimable and ``task_channel(ws, id)`` watchers when it turned
-terminal, also when the change happened in another process.
+terminal, also when the change happened in another process. A task channel's
+notification may carry the terminal ``Task`` as it was at that moment
+(``Watch.take_value``); a waiter may use it instead of reading the task again.
+
+Reads (``get_task``, ``get_tasks``, ``list_tasks``, ``counts``, ...) change nothing.
 
 Clock. Every time decision uses ``now()``: the store's own clock plus
 ``clock_offset_s`` (zero outside tests). Tests move time with ``set_clock_offset``.
@@ -256,6 +260,17 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def get_task(self, workspace_id: str, task_id: str) -> Task:
         """TaskNotFoundError when missing (or in another workspace)."""
+
+    async def get_tasks(self, workspace_id: str, task_ids: Sequence[str]) -> list[Task | None]:
+        """The tasks in the order asked, ``None`` for each one missing (or in another
+        workspace), in as few round trips as the store allows."""
+        found: list[Task | None] = []
+        for task_id in task_ids:
+            try:
+                found.append(await self.get_task(workspace_id, task_id))
+            except NotFoundError:
+                found.append(None)
+        return found
 
     @abc.abstractmethod
     async def list_tasks(

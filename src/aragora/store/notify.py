@@ -4,6 +4,9 @@ A store feeds this hub from wherever it learns of changes (Redis pub/sub, or loc
 commits and a change check for SQLite). Waiters register *before* they read the
 state they wait on, so a notification that lands between the read and the wait is
 not lost: each watch keeps a sticky flag until it is consumed.
+
+A notification may carry a value (a store attaches the terminal ``Task`` to a task
+channel's notification when it has it at hand), which saves the waiter a read.
 """
 
 from __future__ import annotations
@@ -11,18 +14,27 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Hashable
 from contextlib import asynccontextmanager
+from typing import Any
 
 
 class Watch:
     """One waiter's view of a channel; ``wait`` returns True when it was notified."""
 
-    __slots__ = ("_event",)
+    __slots__ = ("_event", "_value")
 
     def __init__(self) -> None:
         self._event = asyncio.Event()
+        self._value: Any = None
 
-    def notify(self) -> None:
+    def notify(self, value: Any = None) -> None:
+        """Wake the waiter; ``value`` (if any) is kept for ``take_value``."""
+        self._value = value
         self._event.set()
+
+    def take_value(self) -> Any:
+        """The value the latest notification carried (None if none), forgetting it."""
+        value, self._value = self._value, None
+        return value
 
     async def wait(self, timeout_s: float) -> bool:
         """Wait up to ``timeout_s`` for a notification; clears it so the next wait waits again."""
@@ -30,7 +42,8 @@ class Watch:
             if timeout_s <= 0:
                 return False
             try:
-                await asyncio.wait_for(self._event.wait(), timeout_s)
+                async with asyncio.timeout(timeout_s):
+                    await self._event.wait()
             except TimeoutError:
                 return False
         self._event.clear()
@@ -60,9 +73,13 @@ class NotificationHub:
                 if not watches:
                     del self._watches[channel]
 
-    def notify(self, channel: Hashable) -> None:
+    def has_watchers(self, channel: Hashable) -> bool:
+        """Whether anyone waits on ``channel`` (to skip decoding what nobody reads)."""
+        return channel in self._watches
+
+    def notify(self, channel: Hashable, value: Any = None) -> None:
         for watch in self._watches.get(channel, ()):
-            watch.notify()
+            watch.notify(value)
 
     def notify_all(self) -> None:
         """Wake every waiter, e.g. after a reconnect during which messages may have been missed."""

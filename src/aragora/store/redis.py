@@ -16,6 +16,7 @@ every ``PUBLISH`` to all nodes).
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import functools
 import inspect
@@ -89,6 +90,7 @@ _SCRIPT_NAMES = (
     "counts",
 )
 REAP_BATCH = 500
+LEASE_TOKEN_BYTES = 16
 POOL_WAIT_S = 10.0
 CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
 """URL schemes that select Redis Cluster mode."""
@@ -174,6 +176,15 @@ def _compact_json(value: Any) -> str:
 
 def _complete_args(task_id: str, lease_token: str, result: Any, cost: float | None) -> list[Any]:
     return [task_id, lease_token, _compact_json(result), "" if cost is None else repr(cost)]
+
+
+def _lease_tokens(count: int) -> list[str]:
+    """``count`` fresh lease tokens (as ``secrets.token_urlsafe(16)``, one system call)."""
+    raw = secrets.token_bytes(LEASE_TOKEN_BYTES * count)
+    return [
+        base64.urlsafe_b64encode(raw[i : i + LEASE_TOKEN_BYTES]).rstrip(b"=").decode()
+        for i in range(0, len(raw), LEASE_TOKEN_BYTES)
+    ]
 
 
 def _pairs(flat: Sequence[Any]) -> dict[str, str]:
@@ -364,19 +375,28 @@ class RedisStore(Store):
         script = self._scripts[name]
         if isinstance(self._redis, RedisCluster):
             return await self._run_many_cluster(self._redis, script, calls)
+        # Raw EVALSHA: a script object queued into a pipeline would first cost a round
+        # trip of SCRIPT EXISTS. The script is loaded by its first single run; should the
+        # server not know it (restart, SCRIPT FLUSH), the runs answered NOSCRIPT did not
+        # run and are repeated one by one, which loads it.
+        sha = script.sha
+        argvs = [(workspace_id, self._argv(workspace_id, args)) for workspace_id, args in calls]
 
         async def send() -> list[Any]:
             pipe = self._client.pipeline(transaction=False)
-            for workspace_id, args in calls:
-                await script(
-                    keys=[self._base(workspace_id)],
-                    args=self._argv(workspace_id, args),
-                    client=pipe,
-                )
-            replies: list[Any] = await pipe.execute()
+            for workspace_id, argv in argvs:
+                pipe.execute_command("EVALSHA", sha, 1, self._base(workspace_id), *argv)
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
             return replies
 
         replies: list[Any] = await self._call(send)
+        for i, reply in enumerate(replies):
+            if isinstance(reply, NoScriptError):
+                workspace_id, argv = argvs[i]
+                keys = [self._base(workspace_id)]
+                replies[i] = await self._call(functools.partial(script, keys=keys, args=argv))
+            elif isinstance(reply, Exception):
+                raise StoreUnavailableError(f"redis: {reply}") from reply
         return replies
 
     async def _run_many_cluster(
@@ -438,7 +458,7 @@ class RedisStore(Store):
                     if data == "ready":
                         self._hub.notify(ready_channel(workspace_id))
                     elif data.startswith("done:"):
-                        self._hub.notify(task_channel(workspace_id, data[5:]))
+                        self._on_done(workspace_id, data[5:])
             except (RedisError, OSError):
                 logger.warning("store notifications lost; reconnecting in %.2fs", backoff_s)
                 await asyncio.sleep(backoff_s)
@@ -449,6 +469,21 @@ class RedisStore(Store):
                 if node_client is not None:
                     with contextlib.suppress(RedisError, OSError):
                         await node_client.aclose()
+
+    def _on_done(self, workspace_id: str, message: str) -> None:
+        """Wake the waiters of a task that turned terminal, handing them the task when
+        the message carries it (``lua/_lib.lua`` ``publish_done``) and anyone waits."""
+        task_id, _, inline = message.partition(" ")
+        channel = task_channel(workspace_id, task_id)
+        if not self._hub.has_watchers(channel):
+            return
+        task: Task | None = None
+        if inline:
+            try:
+                task = self._task(_pairs(json.loads(inline)))
+            except (ValueError, KeyError, TypeError):
+                logger.warning("undecodable task in a notification for task %s", task_id)
+        self._hub.notify(channel, task)
 
     def _pubsub_client(self, attempt: int) -> aioredis.Redis | None:
         """On a cluster, a plain client of one node to subscribe on (a cluster forwards
@@ -635,7 +670,7 @@ class RedisStore(Store):
         return created, True
 
     async def claim(self, workspace_id: str, agent_id: str, max_tasks: int = 1) -> ClaimOutcome:
-        leases = [secrets.token_urlsafe(16) for _ in range(max(max_tasks, 1))]
+        leases = _lease_tokens(max(max_tasks, 1))
         reply = await self._run("claim", workspace_id, agent_id, *leases)
         if reply[0] == "err":
             self._raise_for(reply[1], workspace_id, agent_id)
@@ -711,17 +746,22 @@ class RedisStore(Store):
             raise TaskNotFoundError(task_id)
         return self._task(h)
 
-    async def _get_tasks(self, workspace_id: str, ids: Sequence[str]) -> list[Task]:
+    async def get_tasks(self, workspace_id: str, task_ids: Sequence[str]) -> list[Task | None]:
+        if not task_ids:
+            return []
         base = self._base(workspace_id)
 
         async def fetch() -> list[dict[str, str]]:
             pipe = self._client.pipeline(transaction=False)
-            for task_id in ids:
+            for task_id in task_ids:
                 pipe.hgetall(base + "t:" + task_id)
             rows: list[dict[str, str]] = await pipe.execute()
             return rows
 
-        return [self._task(h) for h in await self._call(fetch) if h]
+        return [self._task(h) if h else None for h in await self._call(fetch)]
+
+    async def _get_tasks(self, workspace_id: str, ids: Sequence[str]) -> list[Task]:
+        return [t for t in await self.get_tasks(workspace_id, ids) if t is not None]
 
     async def list_tasks(
         self,

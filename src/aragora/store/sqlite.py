@@ -32,9 +32,13 @@ subset of the agent's (one index seek each) and takes the best by (rank, seq).
 
 Notifications: transitions committed here wake the local ``NotificationHub`` once
 they are committed. Commits by other processes (or other store objects on the same
-file) are noticed by polling ``PRAGMA data_version`` on the store's own connection
-while anyone waits; that value changes only when *another* connection commits, so a
-store is not woken by its own writes.
+file) arrive as datagrams (:mod:`aragora.store.wakeup`: each store object listens on a
+socket registered next to the file, and a commit that made work claimable or a task
+terminal rings the others). As a fallback for lost datagrams, and the only way where
+such sockets do not exist, ``PRAGMA data_version`` of the store's own connection is
+polled while anyone waits (every ``FALLBACK_POLL_INTERVAL_S``, else every 20 ms); that
+value changes only when *another* connection commits, so a store is not woken by its
+own writes.
 """
 
 from __future__ import annotations
@@ -98,11 +102,15 @@ from aragora.store.rules import (
     budget_period_key,
     retry_delay_s,
 )
+from aragora.store.wakeup import LocalWakeup
 
 _T = TypeVar("_T")
 
 _SCHEMA_VERSION = 1
 _POLL_INTERVAL_S = 0.02
+FALLBACK_POLL_INTERVAL_S = 0.25
+"""The poll's interval while cross-process wake-ups (``store.wakeup``) work: it only
+catches a wake-up that got lost."""
 _CLAIM_PROMOTE_LIMIT = 100
 
 _SCHEMA = """
@@ -275,6 +283,7 @@ class SqliteStore(Store):
         self._closed = False
         self._data_version: int | None = None
         self._poller: asyncio.Task[None] | None = None
+        self._wakeup: LocalWakeup | None = None
 
     # -- lifecycle -----------------------------------------------------------------
     async def open(self) -> None:
@@ -290,6 +299,10 @@ class SqliteStore(Store):
             self._executor.shutdown(wait=True)
             self._executor = None
             raise
+        if self.path != ":memory:" and not self.path.startswith("file:"):
+            self._wakeup = LocalWakeup.open(self.path)
+        if self._wakeup is not None:
+            self._wakeup.listen(self._on_wakeup)
 
     def _open_sync(self) -> None:
         parent = os.path.dirname(self.path)
@@ -339,6 +352,9 @@ class SqliteStore(Store):
             with contextlib.suppress(sqlite3.Error):
                 await loop.run_in_executor(executor, self._close_sync)
             executor.shutdown(wait=True)
+        wakeup, self._wakeup = self._wakeup, None
+        if wakeup is not None:
+            wakeup.close()
         self._hub.notify_all()
 
     def _close_sync(self) -> None:
@@ -404,9 +420,7 @@ class SqliteStore(Store):
             except BaseException:
                 _rollback(conn)
                 raise
-            if tx.ready or tx.done or tx.alerts:
-                with contextlib.suppress(RuntimeError):  # the loop is already closed
-                    loop.call_soon_threadsafe(self._announce, tx.ready, tx.done, tx.alerts)
+            self._after_commit(loop, tx)
             return result
 
         return await self._run(job)
@@ -437,9 +451,7 @@ class SqliteStore(Store):
             except BaseException:
                 _rollback(conn)
                 raise
-            if tx.ready or tx.done or tx.alerts:
-                with contextlib.suppress(RuntimeError):  # the loop is already closed
-                    loop.call_soon_threadsafe(self._announce, tx.ready, tx.done, tx.alerts)
+            self._after_commit(loop, tx)
             return outcomes
 
         return await self._run(job)
@@ -564,6 +576,15 @@ class SqliteStore(Store):
     async def snapshot(self, body: Callable[[sqlite3.Connection, float], _T]) -> _T:
         """Run ``body(conn, now)`` in one read transaction (a consistent view)."""
         return await self._read(body)
+
+    def _after_commit(self, loop: asyncio.AbstractEventLoop, tx: _Tx) -> None:
+        """On the worker thread, right after a commit: wake other processes' waiters
+        and schedule the local announcement (even if the caller was cancelled)."""
+        if (tx.ready or tx.done) and self._wakeup is not None:
+            self._wakeup.ring()
+        if tx.ready or tx.done or tx.alerts:
+            with contextlib.suppress(RuntimeError):  # the loop is already closed
+                loop.call_soon_threadsafe(self._announce, tx.ready, tx.done, tx.alerts)
 
     def _announce(self, ready: set[str], done: set[tuple[str, str]], alerts: list[Alert]) -> None:
         for alert in alerts:
@@ -1180,7 +1201,14 @@ class SqliteStore(Store):
             if version is None or version != self._data_version:
                 self._data_version = version
                 self._hub.notify_all()
-            await asyncio.sleep(_POLL_INTERVAL_S)
+            await asyncio.sleep(
+                _POLL_INTERVAL_S if self._wakeup is None else FALLBACK_POLL_INTERVAL_S
+            )
+
+    def _on_wakeup(self) -> None:
+        """Another process committed something that may interest our waiters."""
+        if self._hub.waiting:
+            self._hub.notify_all()
 
     def _data_version_sync(self) -> int:
         return _data_version(self._connection())

@@ -55,7 +55,19 @@ local function akey(agent) return B .. 'a:' .. agent end
 local function brkey(agent) return B .. 'br:' .. agent end
 
 local function publish_ready() redis.call('PUBLISH', CHANNEL, 'ready') end
-local function publish_done(id) redis.call('PUBLISH', CHANNEL, 'done:' .. id) end
+-- "done:<id>", followed by " " and the JSON array of the task hash's field/value pairs
+-- when the values total at most DONE_INLINE_BYTES: a waiter then needs no read.
+local DONE_INLINE_BYTES = 4096
+local function publish_done(id)
+  local flat = redis.call('HGETALL', tkey(id))
+  local size = 0
+  for i = 2, #flat, 2 do size = size + #flat[i] end
+  if size <= DONE_INLINE_BYTES and #flat > 0 then
+    redis.call('PUBLISH', CHANNEL, 'done:' .. id .. ' ' .. cjson.encode(flat))
+  else
+    redis.call('PUBLISH', CHANNEL, 'done:' .. id)
+  end
+end
 
 local function move_index(id, old, new, seq)
   if old then redis.call('ZREM', B .. 'idx:' .. old, id) end

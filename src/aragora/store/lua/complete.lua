@@ -19,5 +19,7 @@ br_record(h[3], true)
 local model = redis.call('HGET', akey(h[3]), 'model') or 'unknown'
 local soft = budget_settle(id, tonumber(ARGV[8]), model)
 publish_done(id)
-publish_ready()
+-- The freed slot matters only to tasks already waiting (delayed ones are timed by
+-- their claimers), so an empty workspace wakes no one.
+if redis.call('EXISTS', B .. 'queues') == 1 then publish_ready() end
 return { 'ok', flat_hash(tk), soft }
