@@ -465,6 +465,33 @@ def _decode_task(response: httpx.Response) -> Task:
         raise ServerError(response.status_code, f"malformed task: {exc!r}") from None
 
 
+def _decode_tasks(response: httpx.Response) -> list[Task]:
+    try:
+        return [task_from_dict(t) for t in _json_object(response)["tasks"]]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ServerError(response.status_code, f"malformed task list: {exc!r}") from None
+
+
+def _decode_item_outcomes(
+    response: httpx.Response, conflict: ConflictKind = "lease"
+) -> list[Task | ControlPlaneError]:
+    """The per-item answers of a batch route: each the task, or the library exception
+    its problem+json stands for (as ``error_from_response`` would raise for one item)."""
+    outcomes: list[Task | ControlPlaneError] = []
+    try:
+        for item in _json_object(response)["results"]:
+            if int(item["status"]) == 200:
+                outcomes.append(task_from_dict(item["task"]))
+                continue
+            answer = httpx.Response(int(item["status"]), json=item.get("problem") or {})
+            outcomes.append(
+                error_from_response(answer, task_id=str(item["task_id"]), conflict=conflict)
+            )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ServerError(response.status_code, f"malformed batch answer: {exc!r}") from None
+    return outcomes
+
+
 def _decode_optional_task(response: httpx.Response) -> Task | None:
     if response.status_code == 204 or not response.content:
         return None
@@ -865,6 +892,42 @@ class _Api:
             wait_s=wait_s,
             agent_id=agent_id,
         )
+
+    @staticmethod
+    def claim_tasks(agent_id: str, max_tasks: int, wait_s: float) -> _Call[list[Task]]:
+        body: dict[str, Any] = {"agent_id": agent_id, "max_tasks": max_tasks}
+        if wait_s > 0:
+            body["wait_s"] = wait_s
+        # No agent_id: only a typed agent-not-found problem means the agent is unknown;
+        # a plain 404 is a server without this route (the agent SDK falls back on it).
+        return _Call(
+            "POST", f"{API_PREFIX}/tasks/claim-batch", _decode_tasks, body=body, wait_s=wait_s
+        )
+
+    @staticmethod
+    def complete_tasks(
+        items: Sequence[tuple[str, Any, str, float | None]],
+    ) -> _Call[list[Task | ControlPlaneError]]:
+        body = {
+            "items": [
+                {"task_id": task_id, "lease_token": lease, "result": result}
+                | ({} if cost is None else {"cost": cost})
+                for task_id, result, lease, cost in items
+            ]
+        }
+        return _Call("POST", f"{API_PREFIX}/tasks/complete-batch", _decode_item_outcomes, body=body)
+
+    @staticmethod
+    def fail_tasks(
+        items: Sequence[tuple[str, str, str, bool]],
+    ) -> _Call[list[Task | ControlPlaneError]]:
+        body = {
+            "items": [
+                {"task_id": task_id, "lease_token": lease, "error": error, "retryable": retryable}
+                for task_id, error, lease, retryable in items
+            ]
+        }
+        return _Call("POST", f"{API_PREFIX}/tasks/fail-batch", _decode_item_outcomes, body=body)
 
     @staticmethod
     def complete_task(
@@ -1480,6 +1543,32 @@ class ControlPlaneClient(_ClientBase):
         """Record a failed attempt; retried unless ``retryable`` is False or retries ran out."""
         return self._call(_Api.fail_task(task_id, error, lease_token, retryable))
 
+    def claim_tasks(self, agent_id: str, *, max_tasks: int, wait_s: float = 0.0) -> list[Task]:
+        """Lease up to ``max_tasks`` (at most 100, never past the agent's free slots) of
+        the best tasks in one request, waiting up to ``wait_s`` (at most 60 s) for one.
+        A server without batch routes answers ``NotFoundError`` (not
+        ``AgentNotFoundError``)."""
+        try:
+            return self._call(_Api.claim_tasks(agent_id, max_tasks, _long_poll_s(wait_s)))
+        except AgentNotFoundError:
+            raise AgentNotFoundError(agent_id) from None
+
+    def complete_tasks(
+        self, items: Sequence[tuple[str, Any, str, float | None]]
+    ) -> list[Task | ControlPlaneError]:
+        """Complete ``(task_id, result, lease_token, cost)`` items (at most 100) in one
+        request. Each item is fenced by its own lease: each answer is the task or the
+        error (``LeaseLostError``, ``TaskCancelledError``, ``TaskNotFoundError``) that
+        refused that item alone."""
+        return self._call(_Api.complete_tasks(items))
+
+    def fail_tasks(
+        self, items: Sequence[tuple[str, str, str, bool]]
+    ) -> list[Task | ControlPlaneError]:
+        """Fail ``(task_id, error, lease_token, retryable)`` items in one request; answered
+        per item as in ``complete_tasks``."""
+        return self._call(_Api.fail_tasks(items))
+
     def cancel_task(self, task_id: str) -> Task:
         """Cancel a pending or running task; ``InvalidStateError`` if it already finished."""
         return self._call(_Api.cancel_task(task_id))
@@ -1748,6 +1837,27 @@ class AsyncControlPlaneClient(_ClientBase):
     ) -> Task:
         """See ``ControlPlaneClient.complete_task``."""
         return await self._call(_Api.complete_task(task_id, result, lease_token, cost))
+
+    async def claim_tasks(
+        self, agent_id: str, *, max_tasks: int, wait_s: float = 0.0
+    ) -> list[Task]:
+        """See ``ControlPlaneClient.claim_tasks``."""
+        try:
+            return await self._call(_Api.claim_tasks(agent_id, max_tasks, _long_poll_s(wait_s)))
+        except AgentNotFoundError:
+            raise AgentNotFoundError(agent_id) from None
+
+    async def complete_tasks(
+        self, items: Sequence[tuple[str, Any, str, float | None]]
+    ) -> list[Task | ControlPlaneError]:
+        """See ``ControlPlaneClient.complete_tasks``."""
+        return await self._call(_Api.complete_tasks(items))
+
+    async def fail_tasks(
+        self, items: Sequence[tuple[str, str, str, bool]]
+    ) -> list[Task | ControlPlaneError]:
+        """See ``ControlPlaneClient.fail_tasks``."""
+        return await self._call(_Api.fail_tasks(items))
 
     async def fail_task(
         self, task_id: str, error: str, *, lease_token: str, retryable: bool = True

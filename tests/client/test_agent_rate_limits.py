@@ -17,7 +17,7 @@ from aragora.client import AsyncControlPlaneClient
 from aragora.control_plane import TaskStatus
 from tests.client.inprocess import BASE_URL, TOKEN, InProcess
 
-REFUSED_PATHS = ("/tasks/claim", "/heartbeat")
+REFUSED_PATHS = ("/tasks/claim-batch", "/heartbeat")
 
 
 class RefuseFirst(httpx.AsyncBaseTransport):
@@ -79,7 +79,7 @@ async def test_agent_retries_rate_limited_claims_and_heartbeats(
             await asyncio.wait_for(transport.all_refused.wait(), 10)
         assert (await client.get_task(task_id)).status is TaskStatus.COMPLETED
 
-    assert transport.refused == {"/tasks/claim": 3, "/heartbeat": 3}
+    assert transport.refused == {"/tasks/claim-batch": 3, "/heartbeat": 3}
     events = [getattr(r, "event", "") for r in caplog.records]
     assert events.count("claim_failed") == 3
     assert "heartbeat_failed" in events

@@ -91,6 +91,7 @@ async def test_every_route_asks_the_policy_engine(app: FastAPI, client: httpx.As
         ("POST", f"{API}/tasks/submit"): {"task_type": "t", "payload": 1},
         ("POST", f"{API}/agents/register"): {"agent_id": "a-2", "capabilities": [], "model": "m"},
         ("POST", f"{API}/tasks/claim"): {"agent_id": "agent-1"},
+        ("POST", f"{API}/tasks/claim-batch"): {"agent_id": "agent-1", "max_tasks": 1},
     }
     for route in guarded_routes(app):
         access = route_access(*route)

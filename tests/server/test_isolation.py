@@ -100,6 +100,7 @@ async def test_a_token_of_a_never_reaches_the_objects_of_b(
         'forbid(principal, action == Action::"task.retry", resource) '
         'when { context.task_type == "never" };'
     )
+    b_item = {"task_id": world["running"], "lease_token": world["lease"]}
     bodies = {
         ("POST", f"{API}/agents/register"): {
             "agent_id": "agent-b",
@@ -110,6 +111,9 @@ async def test_a_token_of_a_never_reaches_the_objects_of_b(
         ("POST", f"{API}/tasks/claim"): {"agent_id": "agent-b"},
         ("POST", f"{API}/tasks/{{task_id}}/complete"): {"lease_token": world["lease"], "result": 1},
         ("POST", f"{API}/tasks/{{task_id}}/fail"): {"lease_token": world["lease"], "error": "e"},
+        ("POST", f"{API}/tasks/claim-batch"): {"agent_id": "agent-b", "max_tasks": 5},
+        ("POST", f"{API}/tasks/complete-batch"): {"items": [b_item | {"result": 1}]},
+        ("POST", f"{API}/tasks/fail-batch"): {"items": [b_item | {"error": "e"}]},
         ("POST", f"{API}/workspaces"): {"name": "ws-b"},
         ("PATCH", f"{API}/workspaces/{{name}}"): {"quotas": {"max_agents": 0}, "budget": None},
         ("POST", f"{API}/tokens"): {"workspace": "ws-b", "role": "admin"},

@@ -3,13 +3,19 @@
 One agent process runs three kinds of background work on one event loop, each kept by
 reference and stopped in order on shutdown:
 
-* the **claim loop** long-polls for a task whenever fewer than ``concurrency`` tasks
-  are in flight, and starts a runner for each task it gets;
+* the **claim loop** long-polls whenever fewer than ``concurrency`` tasks are in
+  flight, for as many tasks as there are free slots (up to ``MAX_CLAIM_BATCH``) in one
+  request, and starts a runner for each task it gets;
 * the **heartbeat loop** keeps the agent alive, re-registers when the server no longer
   knows it, and cancels the handlers of tasks cancelled on the server;
 * one **runner** per task runs the handler (a coroutine function, or a plain function
   in a worker thread), then completes or fails the task. The final write is shielded
-  from cancellation and retried while the server cannot be reached.
+  from cancellation and retried while the server cannot be reached. Completions that
+  finish while another is on the wire share the next request (``Batcher``; each still
+  checked against its own lease token); a lone completion is sent at once.
+
+Against a server without the batch routes the agent falls back to one task per claim
+and one request per completion.
 
 Shutdown (SIGINT/SIGTERM under ``run()``, the stop event of ``run_async``, or leaving
 ``async with``) drains: stop claiming, tell the server "draining", give in-flight tasks
@@ -35,6 +41,7 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from aragora import __version__
+from aragora.agent.batching import Batcher
 from aragora.agent.context import PermanentError, TaskContext
 from aragora.client import (
     AsyncControlPlaneClient,
@@ -76,6 +83,10 @@ TRANSIENT_ERRORS: tuple[type[ControlPlaneError], ...] = (
 """Errors worth retrying after a pause: the server or its store is away for a moment."""
 
 DEFAULT_HEARTBEAT_INTERVAL_S = 10.0
+MAX_CLAIM_BATCH = 100
+"""Most tasks one claim request asks for (the server's batch limit)."""
+MAX_REPORT_BATCH = 100
+"""Most completions one request carries."""
 SHUTDOWN_REPORT_WAIT_S = 15.0
 DEREGISTER_WAIT_S = 5.0
 
@@ -231,6 +242,9 @@ class Agent:
         self._in_flight: dict[str, _Running] = {}
         self._reports: set[asyncio.Task[None]] = set()
         self._claim_loop_task: asyncio.Task[None] | None = None
+        self._completions: Batcher[tuple[str, Any, str, float | None], Task | ControlPlaneError]
+        self._completions = Batcher(self._flush_completions, max_items=MAX_REPORT_BATCH)
+        self._batch_routes = True
         self._heartbeat_loop_task: asyncio.Task[None] | None = None
         self._registered = False
         self._generation = 0
@@ -280,7 +294,8 @@ class Agent:
             )
             logging.getLogger("httpx").setLevel(logging.WARNING)
         try:
-            asyncio.run(self.run_async(handle_signals=True))
+            with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+                runner.run(self.run_async(handle_signals=True))
         except ControlPlaneError as exc:
             raise SystemExit(f"aragora agent {self.agent_id}: {exc}") from None
 
@@ -366,6 +381,8 @@ class Agent:
         self._heartbeat_loop_task = asyncio.create_task(
             self._heartbeat_loop(), name=f"aragora-agent-{self.agent_id}-heartbeat"
         )
+        self._completions = Batcher(self._flush_completions, max_items=MAX_REPORT_BATCH)
+        self._completions.start()
         self._claim_loop_task = asyncio.create_task(
             self._claim_loop(), name=f"aragora-agent-{self.agent_id}-claim"
         )
@@ -392,6 +409,7 @@ class Agent:
         await self._wait_in_flight(state)
         if self._reports:
             await asyncio.wait(set(self._reports), timeout=SHUTDOWN_REPORT_WAIT_S)
+        await self._completions.aclose()
         await _cancel_and_wait(self._heartbeat_loop_task)
         self._heartbeat_loop_task = None
         if self._registered:
@@ -596,11 +614,16 @@ class Agent:
         backoff = self._backoff()
         while not state.stopping.is_set():
             await state.slots.acquire()
+            free = 1
+            while self._batch_routes and free < MAX_CLAIM_BATCH and not state.slots.locked():
+                await state.slots.acquire()  # a free slot: returns at once
+                free += 1
             generation = self._generation
             try:
-                task = await self._http.claim_task(self.agent_id, wait_s=self.claim_wait_s)
+                tasks = await self._claim(free)
             except BaseException as exc:
-                state.slots.release()
+                for _ in range(free):
+                    state.slots.release()
                 if isinstance(exc, AgentNotFoundError):
                     await self._reregister(generation)
                 elif isinstance(exc, TRANSIENT_ERRORS):
@@ -619,10 +642,45 @@ class Agent:
                     raise
                 continue
             backoff.reset()
-            if task is None:
+            for _ in range(free - len(tasks)):
                 state.slots.release()
-                continue
-            self._start_task(task, state)
+            for task in tasks:
+                self._start_task(task, state)
+
+    async def _claim(self, max_tasks: int) -> list[Task]:
+        """Up to ``max_tasks`` tasks in one request; one by one where the server has no
+        batch routes (an unknown route answers a plain 404, not an agent-not-found)."""
+        if self._batch_routes:
+            try:
+                return await self._http.claim_tasks(
+                    self.agent_id, max_tasks=max_tasks, wait_s=self.claim_wait_s
+                )
+            except NotFoundError as exc:
+                if isinstance(exc, AgentNotFoundError):
+                    raise
+                self._batch_routes = False
+                _log(logging.INFO, "batch_routes_unavailable", agent_id=self.agent_id)
+        task = await self._http.claim_task(self.agent_id, wait_s=self.claim_wait_s)
+        return [] if task is None else [task]
+
+    async def _flush_completions(
+        self, items: list[tuple[str, Any, str, float | None]]
+    ) -> list[Task | ControlPlaneError]:
+        return await self._http.complete_tasks(items)
+
+    async def _complete(self, task: Task, result: Any, lease: str, cost: float | None) -> None:
+        """Complete the attempt, sharing a request with other completions when possible;
+        raises what the single route would (``LeaseLostError``, ...)."""
+        if self._batch_routes and not self._completions.closing:
+            try:
+                answer = await self._completions.submit((task.id, result, lease, cost))
+            except ValidationError:
+                pass  # the batch was refused as a whole: send this one alone below
+            else:
+                if isinstance(answer, ControlPlaneError):
+                    raise answer
+                return
+        await self._http.complete_task(task.id, result, lease_token=lease, cost=cost)
 
     def _start_task(self, task: Task, state: _LoopState) -> None:
         ctx = TaskContext(task, self.agent_id)
@@ -715,9 +773,7 @@ class Agent:
         while True:
             try:
                 if outcome.ok:
-                    await self._http.complete_task(
-                        task.id, outcome.result, lease_token=lease, cost=ctx.cost
-                    )
+                    await self._complete(task, outcome.result, lease, ctx.cost)
                     _log(logging.INFO, "task_completed", task_id=task.id, attempt=task.attempt)
                 else:
                     await self._http.fail_task(
@@ -766,6 +822,16 @@ class Agent:
                 if isinstance(exc, AuthenticationError):
                     self._fatal_error(exc)
                 return
+
+
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop where it is installed (a dependency on Linux and macOS: it
+    makes each request and store round trip cheaper), else ``None`` (asyncio's own)."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 async def _call_handler(handler: Handler, payload: Any, ctx: TaskContext) -> Any:

@@ -28,6 +28,7 @@ from aragora.server.dashboard import DashboardMiddleware
 from aragora.server.handlers import (
     accounting,
     admin,
+    batch,
     control_plane,
     dashboard,
     metrics,
@@ -137,6 +138,7 @@ def create_app(
     install_problem_handlers(app)
     app.add_exception_handler(ClientGone, handle_client_gone)
     app.include_router(control_plane.router)
+    app.include_router(batch.router)
     app.include_router(admin.router)
     app.include_router(policies.router)
     app.include_router(accounting.router)

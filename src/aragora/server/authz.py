@@ -106,6 +106,9 @@ ROUTE_ACCESS: Final[Mapping[tuple[str, str], RouteAccess]] = MappingProxyType(
         ("POST", f"{_P}/tasks/{{task_id}}/fail"): RouteAccess(Action.TASK_FAIL),
         ("POST", f"{_P}/tasks/{{task_id}}/cancel"): RouteAccess(Action.TASK_CANCEL),
         ("POST", f"{_P}/tasks/{{task_id}}/retry"): RouteAccess(Action.TASK_RETRY),
+        ("POST", f"{_P}/tasks/claim-batch"): RouteAccess(Action.TASK_CLAIM, context=True),
+        ("POST", f"{_P}/tasks/complete-batch"): RouteAccess(Action.TASK_COMPLETE),
+        ("POST", f"{_P}/tasks/fail-batch"): RouteAccess(Action.TASK_FAIL),
         # health and metrics (metrics label every workspace: deployment operators only)
         ("GET", f"{_P}/health"): RouteAccess(Action.HEALTH_READ),
         ("GET", "/metrics"): DEPLOYMENT_OPERATORS,
