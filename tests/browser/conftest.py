@@ -90,13 +90,15 @@ def chromium_executable() -> Path:
     return CHROMIUM
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: the sync driver keeps an event loop running on this
+# thread until it exits, and the asyncio tests that run after this package need none.
+@pytest.fixture(scope="package")
 def playwright() -> Iterator[Playwright]:
     with sync_playwright() as driver:
         yield driver
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser(playwright: Playwright, chromium_executable: Path) -> Iterator[Browser]:
     launched = playwright.chromium.launch(
         executable_path=str(chromium_executable), args=list(CHROMIUM_ARGS)
