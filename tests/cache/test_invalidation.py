@@ -31,7 +31,7 @@ from aragora.tenancy.models import Role
 from aragora.tenancy.service import TenancyService
 from aragora.tenancy.store import create_tenancy_store
 from tests.conftest import CoordinatorFactory
-from tests.server.conftest import API, SECRET_KEY, bearer, http_client, started_app
+from tests.server.conftest import API, SECRET_KEY, bearer, http_client, issue, started_app
 
 PROMPTLY_S = 1.0
 """How soon a write on one instance must govern the others."""
@@ -220,3 +220,24 @@ async def test_an_unreachable_store_never_fails_a_publish() -> None:
     await bus.publish("thing", "k")
 
     assert dropped == ["k"]
+
+
+@on_redis
+async def test_an_agent_taken_over_on_one_instance_refuses_its_old_token_on_another(
+    two_servers: tuple[httpx.AsyncClient, httpx.AsyncClient, FastAPI],
+) -> None:
+    a, b, app_b = two_servers
+    old = bearer(await issue(a, "agent"))
+    new = bearer(await issue(a, "agent"))
+    beat = f"{API}/agents/worker-1/heartbeat"
+    body = {"agent_id": "worker-1", "capabilities": ["debate"], "model": "m-1"}
+    assert (await a.post(f"{API}/agents/register", json=body, headers=old)).status_code == 201
+    assert (await b.post(beat, headers=old)).status_code == 200  # b caches the owner
+    arrived = _arrival(_bus(app_b), "agent_owner")
+
+    assert (await a.delete(f"{API}/agents/worker-1", headers=old)).status_code == 204
+    assert (await a.post(f"{API}/agents/register", json=body, headers=new)).status_code == 201
+    await asyncio.wait_for(arrived.wait(), PROMPTLY_S)
+
+    assert (await b.post(beat, headers=old)).status_code == 403
+    assert (await b.post(beat, headers=new)).status_code == 200

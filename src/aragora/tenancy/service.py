@@ -46,6 +46,8 @@ TOKEN_NAMESPACE: Final = "token"
 """Invalidation namespace of cached principals; the key is the token id."""
 WORKSPACE_NAMESPACE: Final = "workspace"
 """Invalidation namespace of a workspace's settings and quotas; the key is its name."""
+AGENT_OWNER_NAMESPACE: Final = "agent_owner"
+"""Invalidation namespace of the token that owns an agent; the key is ``<ws>/<agent>``."""
 
 
 _CachedPrincipal = tuple[Principal, float | None]
@@ -55,11 +57,32 @@ _CachedPrincipal = tuple[Principal, float | None]
 class InvalidatingTenancyStore(TenancyStore):
     """A :class:`TenancyStore` that publishes an invalidation after every write that
     commits: ``token:<token id>`` for token writes, ``workspace:<name>`` for workspace
-    writes. Reads go straight through."""
+    writes, ``agent_owner:<ws>/<agent>`` when an agent's owner changes.
 
-    def __init__(self, inner: TenancyStore, bus: InvalidationBus) -> None:
+    The owner of an agent, read on every request an agent token makes, is cached for
+    ``owner_ttl_s`` (0: not cached). Only an owner is cached, never its absence, so an
+    agent registered through another process is never refused for a stale "no owner".
+    Other reads go straight through.
+    """
+
+    def __init__(
+        self,
+        inner: TenancyStore,
+        bus: InvalidationBus,
+        *,
+        owner_ttl_s: float = 0.0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.inner = inner
         self.bus = bus
+        self._owners: TTLCache[str] = TTLCache(owner_ttl_s, monotonic=monotonic)
+        bus.subscribe(AGENT_OWNER_NAMESPACE, self._drop_owner)
+
+    def _drop_owner(self, key: str | None) -> None:
+        if key is None:
+            self._owners.clear()
+        else:
+            self._owners.invalidate(key)
 
     async def now(self) -> float:
         return await self.inner.now()
@@ -117,13 +140,25 @@ class InvalidatingTenancyStore(TenancyStore):
         return info
 
     async def _claim_agent_owner(self, workspace: str, agent_id: str, token_id: str) -> bool:
-        return await self.inner._claim_agent_owner(workspace, agent_id, token_id)
+        claimed = await self.inner._claim_agent_owner(workspace, agent_id, token_id)
+        if claimed:
+            await self.bus.publish(AGENT_OWNER_NAMESPACE, f"{workspace}/{agent_id}")
+        return claimed
 
     async def _agent_owner(self, workspace: str, agent_id: str) -> str | None:
-        return await self.inner._agent_owner(workspace, agent_id)
+        key = f"{workspace}/{agent_id}"
+        cached = self._owners.get(key)
+        if cached is not None:
+            return cached
+        generation = self._owners.generation
+        owner = await self.inner._agent_owner(workspace, agent_id)
+        if owner is not None:
+            self._owners.put(key, owner, generation=generation)
+        return owner
 
     async def _release_agent_owner(self, workspace: str, agent_id: str) -> None:
         await self.inner._release_agent_owner(workspace, agent_id)
+        await self.bus.publish(AGENT_OWNER_NAMESPACE, f"{workspace}/{agent_id}")
 
 
 class TenancyService:
@@ -158,7 +193,9 @@ class TenancyService:
         never cached, so a token issued a moment ago works at once.
         """
         if not isinstance(self.store, InvalidatingTenancyStore):
-            self.store = InvalidatingTenancyStore(self.store, bus)
+            self.store = InvalidatingTenancyStore(
+                self.store, bus, owner_ttl_s=ttl_s, monotonic=monotonic
+            )
         self._principals = TTLCache(ttl_s, monotonic=monotonic)
         self._clock = clock
         bus.subscribe(TOKEN_NAMESPACE, self._drop_token)
