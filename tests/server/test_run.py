@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from aragora.control_plane import ConfigError, ControlPlaneConfig
 from aragora.server.run import GRACEFUL_SHUTDOWN_S, config_for_serve
@@ -125,6 +126,22 @@ def _http(method: str, path: str, body: str = "") -> str:
     )
 
 
+async def _until_long_polls_waiting(http: httpx.AsyncClient, count: int) -> None:
+    """Return once the server's metrics show ``count`` long-polls waiting."""
+    async with asyncio.timeout(START_TIMEOUT_S):
+        while True:
+            scraped = await http.get("/metrics")
+            assert scraped.status_code == 200, scraped.text
+            waiting = [
+                family.samples[0].value
+                for family in text_string_to_metric_families(scraped.text)
+                if family.name == "aragora_http_long_polls_waiting"
+            ]
+            if waiting and waiting[0] >= count:
+                return
+            await asyncio.sleep(0.02)  # noqa: sleep-ok (a condition polled with a deadline)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 async def test_serve_answers_waiting_long_polls_on_shutdown_and_exits(
     config: ControlPlaneConfig, sig: signal.Signals, tmp_path: Path
@@ -166,9 +183,9 @@ async def test_serve_answers_waiting_long_polls_on_shutdown_and_exits(
                 port,
                 _http("POST", "/api/control-plane/tasks/claim", '{"agent_id":"a1","wait_s":60}'),
             )
-            # The long-polls were sent first; once a later request is answered, the
-            # server has read them.
-            assert (await http.get("/livez")).status_code == 200
+            # Signal only once the server holds both: a request still unread when the
+            # signal comes is on a connection the server closes as idle.
+            await _until_long_polls_waiting(http, 2)
 
         proc.send_signal(sig)
         get_status, get_body = await _read_answer(*get)

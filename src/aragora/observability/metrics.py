@@ -37,7 +37,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any, Final
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from aragora.control_plane.models import ReapReport, Task, TaskStatus
@@ -202,6 +202,12 @@ class ControlPlaneMetrics:
             "Time to answer an HTTP request, by route template.",
             ("method", "route"),
             buckets=HTTP_SECONDS_BUCKETS,
+            registry=self.registry,
+        )
+        self.http_long_polls = Gauge(
+            "aragora_http_long_polls_waiting",
+            "Requests of this process waiting in a long-poll (claims with wait_s, result "
+            "waits); a graceful shutdown answers them at once.",
             registry=self.registry,
         )
         self.store_duration = Histogram(

@@ -123,6 +123,8 @@ async def build_services(
         state.observability = await ServerObservability.start(
             cp, settings.alerts, run_background=run_background
         )
+        long_polls = state.long_polls
+        state.observability.metrics.http_long_polls.set_function(lambda: long_polls.active)
     state.services = services
     return services
 
