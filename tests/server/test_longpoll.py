@@ -15,9 +15,11 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from starlette.requests import Request
+from starlette.types import Message
 
 from aragora.control_plane import ControlPlaneCoordinator
-from aragora.server.longpoll import CLIENT_GONE_STATUS
+from aragora.server.longpoll import CANCEL_GRACE_S, CLIENT_GONE_STATUS, SHUTDOWN, long_poll
 from aragora.server.state import ServerState
 from tests.server.conftest import ADMIN_TOKEN, API, claim, register, submit
 
@@ -181,3 +183,33 @@ async def test_a_client_that_goes_away_ends_its_long_poll_quietly(
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     # Nothing was claimed for the client that left.
     assert (await cp.get_task(task_id)).status.value == "pending"
+
+
+async def test_shutdown_answers_even_when_the_work_ignores_its_cancellation(
+    state: ServerState,
+) -> None:
+    release = asyncio.Event()
+
+    async def stubborn() -> str:
+        while True:
+            try:
+                await release.wait()
+                return "finished"
+            except asyncio.CancelledError:
+                continue  # what a library that swallows cancellation does
+
+    async def never_disconnects() -> Message:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    request = Request({"type": "http", "method": "GET", "headers": []}, never_disconnects)
+    answer = asyncio.create_task(long_poll(request, state, stubborn()))
+    await state.long_polls.wait_for(1)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+
+    state.begin_shutdown()
+
+    assert await answer is SHUTDOWN
+    assert loop.time() - started < CANCEL_GRACE_S + 1.0
+    release.set()

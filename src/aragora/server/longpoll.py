@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import logging
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -29,6 +30,10 @@ from aragora.server.state import ServerState
 
 T = TypeVar("T")
 
+logger = logging.getLogger(__name__)
+
+CANCEL_GRACE_S = 1.0
+"""How long a long-poll waits for its cancelled work to stop before answering anyway."""
 CLIENT_GONE_STATUS = 499
 """Status of the response to a client that disconnected (never delivered, as in nginx logs)."""
 
@@ -51,6 +56,11 @@ async def _client_disconnected(receive: Receive) -> None:
             return
 
 
+def _discard_outcome(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
 async def long_poll(
     request: Request, state: ServerState, work: Coroutine[Any, Any, T]
 ) -> T | Interrupted:
@@ -69,10 +79,15 @@ async def long_poll(
         finally:
             for task in tasks:
                 task.cancel()
-            await asyncio.wait(tasks)
-    if not work_task.cancelled():
+            _, stuck = await asyncio.wait(tasks, timeout=CANCEL_GRACE_S)
+            for task in stuck:
+                # Work that does not honour its cancellation (a library swallowing it)
+                # must not hold the answer, nor a graceful shutdown, until it ends.
+                logger.warning("a long-poll's work ignored its cancellation; answering anyway")
+                task.add_done_callback(_discard_outcome)
+    if work_task.done() and not work_task.cancelled():
         return work_task.result()
-    if not gone_task.cancelled():
+    if gone_task.done() and not gone_task.cancelled():
         # Finished, or failed reading from a connection that broke: gone either way.
         gone_task.exception()
         raise ClientGone
